@@ -1,0 +1,50 @@
+# Local Azure ML: train, register, serve, batch-score and monitor a risk classifier.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+## Show this help
+help:
+	@awk 'BEGIN {FS = ":.*"} /^## / {desc = substr($$0, 4); next} /^[a-zA-Z_-]+:/ && desc {printf "  \033[1m%-16s\033[0m %s\n", $$1, desc; desc = ""}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+## Create .venv and install the pinned requirements (done by demo and test when missing)
+install: $(STAMP)
+
+## Run the whole flow end to end on local storage
+demo: $(STAMP)
+	@bash scripts/demo.sh
+
+## Run the test suite
+test: $(STAMP)
+	$(PY) -m pytest
+
+## Train one more model version
+train: $(STAMP)
+	$(PY) train.py
+
+## List the registered model versions
+registry: $(STAMP)
+	$(PY) registry.py list
+
+## Open the MLflow UI on http://127.0.0.1:5000
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+## Remove generated data, models, runs and logs (keeps .venv)
+clean:
+	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
+	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+
+.PHONY: help install demo test train registry mlflow-ui clean

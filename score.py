@@ -1,0 +1,297 @@
+"""The core scorer: load a registered version, validate records, predict.
+
+Reads a model version from the local registry (the latest by default) or, under Azure ML,
+from $AZUREML_MODEL_DIR. Writes nothing.
+
+    python score.py --sample 3                 # score 3 rows of the training data
+    python score.py --input records.json       # a list of records or {"records": [...]}
+
+The same file is an Azure ML online scoring script: `init()` loads the model once and
+`run(raw_data)` takes the request body as a string and returns a JSON-serialisable dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+import settings
+from registry import METADATA_FILE, MODEL_FILE, Registry, RegistryError, load_verified_model
+
+log = logging.getLogger("score")
+
+_NUMBER_TYPES = (int, float)
+
+
+class ScoringError(ValueError):
+    """A request or record the scorer cannot accept; the message says which and why."""
+
+
+class RecordError(ScoringError):
+    """One record is invalid: names the record's index and the feature."""
+
+    def __init__(self, index: int, feature: str | None, reason: str):
+        self.index = index
+        self.feature = feature
+        self.reason = reason
+        where = f"record {index}" + (f", feature {feature!r}" if feature is not None else "")
+        super().__init__(f"{where}: {reason}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {json.dumps(value)}"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {json.dumps(shown)}"
+    return type(value).__name__
+
+
+@dataclass
+class ModelService:
+    """A loaded model with its version and ordered feature list, ready to score."""
+
+    model: Any
+    version: str
+    features: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    # ----- loading -------------------------------------------------------------------
+    @classmethod
+    def from_registry(cls, registry_dir: Path | str | None = None, version: str | int | None = "latest") -> "ModelService":
+        model, entry = Registry(registry_dir).load(version)
+        return cls._build(model, entry.label, entry.metadata, entry.metrics)
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path | str) -> "ModelService":
+        """Load from a folder laid out as Azure ML mounts a registered model.
+
+        AZUREML_MODEL_DIR holds the registered folder under its own name
+        ($AZUREML_MODEL_DIR/model_v002/model.joblib); a folder holding model.joblib itself
+        works too.
+        """
+        base = Path(model_dir)
+        candidates = [base] + sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        for folder in candidates:
+            if (folder / MODEL_FILE).is_file() and (folder / METADATA_FILE).is_file():
+                metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+                metrics_path = folder / "metrics.json"
+                metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+                label = f"v{int(metadata.get('version', 0)):03d}"
+                model = load_verified_model(folder, metadata, label)
+                return cls._build(model, label, metadata, metrics)
+        raise RegistryError(f"no {MODEL_FILE} with {METADATA_FILE} found in {base}")
+
+    @classmethod
+    def _build(cls, model: Any, label: str, metadata: dict, metrics: dict) -> "ModelService":
+        features = metadata.get("features")
+        if not isinstance(features, list) or not features:
+            raise RegistryError(f"{label}: metadata.json has no feature list")
+        return cls(model, label, [str(f) for f in features], metadata, metrics)
+
+    # ----- validation ----------------------------------------------------------------
+    def to_matrix(self, records: Sequence[Any]) -> np.ndarray:
+        """Records (mappings of feature name to number) -> float64 matrix in feature order."""
+        features = self.features
+        rows = []
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RecordError(index, None, f"expected a JSON object, got {type(record).__name__}")
+            try:
+                row = [record[name] for name in features]
+            except KeyError:
+                missing = next(name for name in features if name not in record)
+                raise RecordError(index, missing, "missing feature") from None
+            for name, value in zip(features, row):
+                if type(value) not in _NUMBER_TYPES:
+                    raise RecordError(index, name, f"expected a number, got {_describe(value)}")
+            rows.append(row)
+        return self._finite(self._array(rows))
+
+    def rows_to_matrix(self, rows: Sequence[Any]) -> np.ndarray:
+        """Lists of values in the model's feature order -> float64 matrix."""
+        width = len(self.features)
+        for index, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)):
+                raise RecordError(index, None, f"expected a list of {width} numbers, got {type(row).__name__}")
+            if len(row) != width:
+                raise RecordError(index, None, f"expected {width} values in feature order, got {len(row)}")
+            for name, value in zip(self.features, row):
+                if type(value) not in _NUMBER_TYPES:
+                    raise RecordError(index, name, f"expected a number, got {_describe(value)}")
+        return self._finite(self._array(rows))
+
+    def _array(self, rows: list) -> np.ndarray:
+        try:
+            return np.array(rows, dtype=np.float64).reshape(len(rows), len(self.features))
+        except OverflowError:  # an integer too large for a float64
+            for index, row in enumerate(rows):
+                for name, value in zip(self.features, row):
+                    if isinstance(value, int) and abs(value) > 1e308:
+                        raise RecordError(index, name, "expected a finite number, got an integer too large for a float") from None
+            raise
+
+    def _finite(self, matrix: np.ndarray) -> np.ndarray:
+        if matrix.size and not np.isfinite(matrix).all():
+            row, col = map(int, np.argwhere(~np.isfinite(matrix))[0])
+            raise RecordError(row, self.features[col], f"expected a finite number, got {_describe(float(matrix[row, col]))}")
+        return matrix
+
+    # ----- scoring -------------------------------------------------------------------
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Probability of class 1 for each row of a validated matrix."""
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.model.predict_proba(matrix)[:, 1]
+
+    def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction 0/1, probability of class 1); the prediction is the pipeline's own."""
+        if matrix.shape[0] == 0:
+            empty = np.empty(0, dtype=np.float64)
+            return empty.astype(np.int64), empty
+        proba = self.model.predict_proba(matrix)
+        classes = np.asarray(self.model.classes_)
+        return classes[proba.argmax(axis=1)].astype(np.int64), proba[:, 1]
+
+    def score_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
+        """[{input, prediction, probability}] for each record, in order."""
+        predictions, probabilities = self.predict(self.to_matrix(records))
+        return [
+            {"input": record, "prediction": int(p), "probability": float(q)}
+            for record, p, q in zip(records, predictions.tolist(), probabilities.tolist())
+        ]
+
+    def score_payload(self, payload: Any) -> dict[str, Any]:
+        """Score a parsed request body: {"records": [...]} or Azure's {"data": [...]}."""
+        records = extract_records(payload)
+        if records and all(isinstance(r, (list, tuple)) for r in records):
+            matrix = self.rows_to_matrix(records)
+            inputs: list[Any] = [dict(zip(self.features, row)) for row in records]
+        else:
+            matrix = self.to_matrix(records)
+            inputs = list(records)
+        predictions, probabilities = self.predict(matrix)
+        results = [
+            {"input": record, "prediction": int(p), "probability": float(q)}
+            for record, p, q in zip(inputs, predictions.tolist(), probabilities.tolist())
+        ]
+        return {"results": results, "model_version": self.version}
+
+
+def extract_records(payload: Any) -> list[Any]:
+    """The list of records in a request body, or a ScoringError saying what is wrong."""
+    if isinstance(payload, list):
+        records = payload
+    elif isinstance(payload, dict):
+        key = "records" if "records" in payload else "data" if "data" in payload else None
+        if key is None:
+            raise ScoringError('request body must have "records" (or Azure\'s "data"): a list of records')
+        records = payload[key]
+        if not isinstance(records, list):
+            raise ScoringError(f'"{key}" must be a list of records, got {type(records).__name__}')
+    else:
+        raise ScoringError(f"request body must be a JSON object, got {type(payload).__name__}")
+    if not records:
+        raise ScoringError("no records to score: the list is empty")
+    return records
+
+
+# ----- Azure ML online scoring contract -------------------------------------------------
+_service: ModelService | None = None
+
+
+def init() -> None:
+    """Called once by the server: load from $AZUREML_MODEL_DIR, else the latest local version."""
+    global _service
+    model_dir = os.environ.get("AZUREML_MODEL_DIR")
+    if model_dir:
+        _service = ModelService.from_model_dir(model_dir)
+    else:
+        _service = ModelService.from_registry(settings.registry_dir(), os.environ.get("MODEL_VERSION", "latest"))
+    log.info("score.init loaded model %s", _service.version)
+
+
+def run(raw_data: str | bytes) -> dict[str, Any]:
+    """Score one request body (a JSON string); returns a dict, never a JSON string."""
+    if _service is None:
+        init()
+    assert _service is not None
+    try:
+        payload = json.loads(raw_data)
+    except (TypeError, ValueError) as exc:
+        raise ScoringError(f"request body is not valid JSON: {exc}") from None
+    return _service.score_payload(payload)
+
+
+# ----- CLI ---------------------------------------------------------------------------
+def sample_records(n: int, data_path: Path | None = None, features: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The first n rows of the training data as records (features only)."""
+    import pandas as pd
+
+    path = data_path or settings.data_csv()
+    if path.is_file():
+        frame = pd.read_csv(path, nrows=n)
+    else:
+        from sklearn.datasets import load_breast_cancer
+
+        frame = load_breast_cancer(as_frame=True).frame.head(n)
+    columns = list(features) if features is not None else [c for c in frame.columns if c != settings.TARGET]
+    return [{c: float(v) for c, v in zip(columns, row)} for row in frame[columns].itertuples(index=False)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Score records with a registered model version and print the results as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, help='JSON file: a list of records or {"records": [...]}')
+    source.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="score the first N rows of the training data (default when no --input: 3)")
+    parser.add_argument("--registry-dir", type=Path, default=None,
+                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        service = ModelService.from_registry(args.registry_dir, args.model_version)
+        if args.input is not None:
+            try:
+                payload = json.loads(args.input.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ScoringError(f"cannot read {args.input}: {exc.strerror}") from None
+            except ValueError as exc:
+                raise ScoringError(f"{args.input} is not valid JSON: {exc}") from None
+        else:
+            n = args.sample if args.sample is not None else 3
+            if n < 1:
+                raise ScoringError("--sample must be at least 1")
+            payload = {"records": sample_records(n, features=service.features)}
+        result = service.score_payload(payload)
+    except (RegistryError, ScoringError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

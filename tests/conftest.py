@@ -1,0 +1,91 @@
+"""Shared fixtures: every path points under a temporary folder, never into the repo."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Every zone under one temporary folder for the whole session, so that nothing a test runs
+# (in-process or as a subprocess) can write into the repo's own folders.
+_SESSION_TMP = None
+
+
+def pytest_configure(config):
+    global _SESSION_TMP
+    import tempfile
+
+    _SESSION_TMP = Path(tempfile.mkdtemp(prefix="risk-tests-"))
+    defaults = {
+        "LOCAL_REGISTRY_DIR": "registry-default",
+        "ARTIFACTS_DIR": "artifacts-default",
+        "RAW_DIR": "raw-default",
+        "CURATED_DIR": "curated-default",
+        "LOGS_DIR": "logs-default",
+        "REPORTS_DIR": "reports-default",
+        "TRAINING_DATA": "day1_breast_cancer.csv",
+    }
+    for key, name in defaults.items():
+        os.environ[key] = str(_SESSION_TMP / name)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_TMP / 'mlflow.db'}"
+    os.environ.pop("SCORING_API_KEY", None)
+    os.environ.pop("AZUREML_MODEL_DIR", None)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if _SESSION_TMP is not None:
+        shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+def run_script(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 180,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """Run one of the project's scripts with the test environment; returns the finished process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True, text=True,
+        timeout=timeout, input=input,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory) -> Path:
+    """A registry with two versions (v001, v002), trained without MLflow for speed."""
+    import train
+
+    root = tmp_path_factory.mktemp("registry")
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    train.train(registry_dir=root, artifacts_dir=artifacts, use_mlflow=False)
+    train.train(registry_dir=root, artifacts_dir=artifacts, random_state=7, use_mlflow=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def service(trained_registry):
+    """The latest version of `trained_registry`, loaded."""
+    from score import ModelService
+
+    return ModelService.from_registry(trained_registry)
+
+
+@pytest.fixture(scope="session")
+def sample_records(service) -> list[dict]:
+    from score import sample_records as sample
+
+    return sample(20, data_path=Path("/nonexistent"), features=service.features)

@@ -1,0 +1,293 @@
+"""Train the risk classifier, track the run in MLflow and register a new model version.
+
+Reads day1_breast_cancer.csv when present (else scikit-learn's copy of the data), or any
+CSV with a binary target (--data, --target). Writes artifacts/model.joblib and
+artifacts/metrics.json, one MLflow run (mlflow.db by default, $MLFLOW_TRACKING_URI to log
+elsewhere, such as an Azure ML workspace), and a new immutable version
+local_registry/model_vNNN/ holding model.joblib, metrics.json and metadata.json.
+
+Azure ML counterpart: a command job that logs to the workspace and registers a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import settings
+from registry import METRICS_FILE, MODEL_FILE, ModelVersion, Registry, RegistryError
+
+log = logging.getLogger("train")
+
+
+class TrainingError(Exception):
+    """An expected training failure (bad data, bad arguments), with a user-facing message."""
+
+
+@dataclass
+class Dataset:
+    frame: Any  # pandas.DataFrame of features, in training order
+    target: Any  # pandas.Series of 0/1
+    source: str
+    sha256: str
+
+
+@dataclass
+class TrainResult:
+    version: ModelVersion
+    metrics: dict[str, Any]
+    report: str
+    run_id: str | None
+
+
+def load_dataset(data: Path | None, target: str) -> Dataset:
+    """The training table: --data, else day1_breast_cancer.csv, else scikit-learn's copy."""
+    import pandas as pd
+
+    path = data if data is not None else settings.data_csv()
+    if path.is_file():
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"cannot read {path}: {exc}") from None
+        source = str(path)
+        sha = _sha256_path(path)
+    elif data is not None:
+        raise TrainingError(f"data file {path} does not exist")
+    else:
+        from sklearn.datasets import load_breast_cancer
+
+        frame = load_breast_cancer(as_frame=True).frame
+        source = "sklearn.datasets.load_breast_cancer"
+        sha = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    if target not in frame.columns:
+        raise TrainingError(f"target column {target!r} not found in {source} (columns: {', '.join(map(str, frame.columns[:8]))}...)")
+    features = frame.drop(columns=[target])
+    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if non_numeric:
+        raise TrainingError(f"feature columns must be numeric; not numeric in {source}: {', '.join(map(str, non_numeric))}")
+    if features.isna().any().any():
+        bad = features.columns[features.isna().any()].tolist()
+        raise TrainingError(f"feature columns have empty values in {source}: {', '.join(map(str, bad))}")
+    labels = frame[target]
+    values = set(labels.dropna().unique().tolist())
+    if labels.isna().any() or not values <= {0, 1} or len(values) != 2:
+        raise TrainingError(f"target {target!r} must hold both 0 and 1 and nothing else; found {sorted(map(str, values))[:5]}")
+    return Dataset(features, labels.astype(int), source, sha)
+
+
+def _sha256_path(path: Path) -> str:
+    from registry import sha256_file
+
+    return sha256_file(path)
+
+
+def fit_and_evaluate(ds: Dataset, test_size: float, random_state: int):
+    """Stratified split, StandardScaler -> LogisticRegression, and the test metrics."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, classification_report, roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, X_test, y_train, y_test = train_test_split(
+        ds.frame, ds.target, test_size=test_size, random_state=random_state, stratify=ds.target
+    )
+    model = Pipeline([
+        ("scaler", StandardScaler()),
+        ("classifier", LogisticRegression(max_iter=1000)),
+    ])
+    # Fitted on plain arrays: the feature order lives in the version's metadata and every
+    # scorer builds its matrix in that order.
+    model.fit(X_train.to_numpy(dtype="float64"), y_train.to_numpy())
+    X_test_np = X_test.to_numpy(dtype="float64")
+    proba = model.predict_proba(X_test_np)[:, 1]
+    predicted = model.predict(X_test_np)
+    metrics = {
+        "accuracy": float(accuracy_score(y_test, predicted)),
+        "roc_auc": float(roc_auc_score(y_test, proba)),
+        "train_size": int(len(X_train)),
+        "test_size": int(len(X_test)),
+        "test_fraction": float(test_size),
+        "random_state": int(random_state),
+        "positive_rate_train": float(y_train.mean()),
+    }
+    report = classification_report(y_test, predicted, digits=4)
+    return model, metrics, report, X_train
+
+
+def _library_versions() -> dict[str, str]:
+    import joblib
+    import numpy
+    import pandas
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def log_to_mlflow(model, metrics: dict, report: str, params: dict, X_train, experiment: str) -> str:
+    """One MLflow run: parameters, metrics, the classification report, and the model."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    uri = settings.mlflow_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        # Keep the run's artifacts beside the local database, wherever the script is run from.
+        artifact_root = Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns"
+        mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    mlflow.set_experiment(experiment)
+    example = X_train.head(5)
+    with warnings.catch_warnings():
+        # The pipeline was fitted on arrays; MLflow hands it DataFrames. Same columns, same order.
+        warnings.filterwarnings("ignore", message="X has feature names")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        signature = infer_signature(example, model.predict_proba(example.to_numpy())[:, 1])
+        with mlflow.start_run() as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k in ("accuracy", "roc_auc")})
+            mlflow.log_text(report, "classification_report.txt")
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+            )
+    return run.info.run_id
+
+
+def train(
+    data: Path | None = None,
+    target: str = settings.TARGET,
+    test_size: float = 0.2,
+    random_state: int = 42,
+    registry_dir: Path | None = None,
+    artifacts_dir: Path | None = None,
+    experiment: str = settings.MLFLOW_EXPERIMENT,
+    model_name: str = settings.MODEL_NAME,
+    use_mlflow: bool = True,
+) -> TrainResult:
+    """Fit, evaluate, write artifacts/, log to MLflow and register a new version."""
+    import joblib
+
+    if not 0.0 < test_size < 1.0:
+        raise TrainingError(f"--test-size must be between 0 and 1, got {test_size}")
+    ds = load_dataset(data, target)
+    model, metrics, report, X_train = fit_and_evaluate(ds, test_size, random_state)
+    log.info("trained on %d rows: accuracy %.4f, ROC AUC %.4f", metrics["train_size"], metrics["accuracy"], metrics["roc_auc"])
+
+    artifacts = artifacts_dir or settings.artifacts_dir()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    _atomic_dump(lambda p: joblib.dump(model, p), artifacts / MODEL_FILE)
+    _atomic_dump(lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"), artifacts / METRICS_FILE)
+
+    params = {"test_size": test_size, "random_state": random_state, "max_iter": 1000,
+              "model": "StandardScaler -> LogisticRegression", "data_source": ds.source}
+    run_id = log_to_mlflow(model, metrics, report, params, X_train, experiment) if use_mlflow else None
+
+    metadata = {
+        "model_name": model_name,
+        "description": "StandardScaler -> LogisticRegression(max_iter=1000) risk classifier",
+        "model_type": "custom_model",
+        "features": [str(c) for c in ds.frame.columns],
+        "target": target,
+        "classes": [0, 1],
+        "data_source": ds.source,
+        "data_sha256": ds.sha256,
+        "library_versions": _library_versions(),
+        "mlflow_run_id": run_id,
+        "mlflow_tracking_uri": _redact(settings.mlflow_tracking_uri()) if use_mlflow else None,
+    }
+
+    def write_files(staging: Path) -> None:
+        joblib.dump(model, staging / MODEL_FILE)
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (staging / "classification_report.txt").write_text(report, encoding="utf-8")
+
+    version = Registry(registry_dir).register(write_files, metadata)
+    if run_id:
+        import mlflow
+
+        mlflow.MlflowClient().set_tag(run_id, "registry_version", version.label)
+    return TrainResult(version, metrics, report, run_id)
+
+
+def _redact(uri: str) -> str:
+    """Keep a tracking URI's scheme and host; drop anything that could be a secret."""
+    return uri.split("?", 1)[0] if "://" in uri else uri
+
+
+def _atomic_dump(write, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train StandardScaler -> LogisticRegression, log to MLflow, register a new version.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", type=Path, default=None,
+                        help="training CSV (default: day1_breast_cancer.csv if present, else scikit-learn's data)")
+    parser.add_argument("--target", default=settings.TARGET, help="binary target column")
+    parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (stratified)")
+    parser.add_argument("--random-state", type=int, default=42, help="seed for the split")
+    parser.add_argument("--registry-dir", type=Path, default=None,
+                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    parser.add_argument("--artifacts-dir", type=Path, default=None,
+                        help="where model.joblib and metrics.json are written (default: ./artifacts)")
+    parser.add_argument("--experiment", default=settings.MLFLOW_EXPERIMENT, help="MLflow experiment name")
+    parser.add_argument("--model-name", default=settings.MODEL_NAME, help="registered model name")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow tracking (faster; no run id)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result = train(
+            data=args.data, target=args.target, test_size=args.test_size,
+            random_state=args.random_state, registry_dir=args.registry_dir,
+            artifacts_dir=args.artifacts_dir, experiment=args.experiment,
+            model_name=args.model_name, use_mlflow=not args.no_mlflow,
+        )
+    except (TrainingError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(f"registered {result.version.metadata['model_name']} {result.version.label} at {result.version.path}")
+    print(f"accuracy {m['accuracy']:.4f}  roc_auc {m['roc_auc']:.4f}  "
+          f"(train {m['train_size']} rows, test {m['test_size']} rows)")
+    print(f"mlflow run id {result.run_id or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
