@@ -147,6 +147,7 @@ def log_to_mlflow(model, metrics: dict, report: str, params: dict, X_train, expe
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines drown the summary
     uri = settings.mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
@@ -269,8 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = train(
             data=args.data, target=args.target, test_size=args.test_size,

@@ -1,0 +1,58 @@
+"""The docs stay true: the README names every script, links resolve, every --help works."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py"))
+CLI_SCRIPTS = [name for name in SCRIPTS if "def main(" in (ROOT / name).read_text(encoding="utf-8")]
+
+
+def test_there_are_scripts():
+    assert {"train.py", "score.py", "registry.py", "export_data.py"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_readme_names_every_script(script):
+    assert script in README, f"README.md does not mention {script}"
+
+
+@pytest.mark.parametrize("script", CLI_SCRIPTS)
+def test_every_help_exits_zero(script):
+    run = run_script(script, "--help")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage:")
+
+
+def test_readme_links_exist():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not re.match(r"^[a-z]+:", link)]
+    assert local, "expected the README to link to project files"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_readme_make_targets_exist():
+    targets = set(re.findall(r"^([a-zA-Z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"\bmake ([a-z][\w-]*)", README))
+    assert {"demo", "test"} <= named
+    assert not named - targets, f"README names make targets that do not exist: {named - targets}"
+
+
+def test_quick_start_comes_first_with_the_two_commands():
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^make \w+", quick, re.M)
+    assert commands[:2] == ["make demo", "make test"]
+
+
+def test_make_help_lists_documented_targets():
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("demo", "test", "install"):
+        assert re.search(rf"\b{target}\b", out)

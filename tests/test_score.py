@@ -1,0 +1,157 @@
+"""score.py: the scorer object, record validation, Azure's init()/run(), and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+import score
+from conftest import run_script
+from registry import RegistryError
+from score import ModelService, RecordError, ScoringError
+
+
+def test_scores_equal_the_pipeline(service, sample_records):
+    results = service.score_records(sample_records)
+    matrix = np.array([[r[f] for f in service.features] for r in sample_records])
+    assert [r["prediction"] for r in results] == service.model.predict(matrix).tolist()
+    np.testing.assert_allclose([r["probability"] for r in results], service.model.predict_proba(matrix)[:, 1], rtol=0, atol=1e-12)
+    assert [r["input"] for r in results] == sample_records
+    assert service.version == "v002"
+
+
+def test_extra_fields_are_kept_and_ignored(service, sample_records):
+    record = {"account_id": "A-17", **sample_records[0], "note": None}
+    [result] = service.score_records([record])
+    assert result["input"] is record
+    assert result["probability"] == service.score_records([sample_records[0]])[0]["probability"]
+
+
+def _bad(sample, **changes):
+    record = dict(sample)
+    for key, value in changes.items():
+        key = key.replace("_", " ")
+        if value is KeyError:
+            del record[key]
+        else:
+            record[key] = value
+    return record
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mean_radius": KeyError}, "record 1, feature 'mean radius': missing feature"),
+    ({"mean_texture": None}, "record 1, feature 'mean texture': expected a number, got null"),
+    ({"mean_texture": "12.5"}, 'record 1, feature \'mean texture\': expected a number, got string "12.5"'),
+    ({"mean_texture": True}, "record 1, feature 'mean texture': expected a number, got boolean true"),
+    ({"mean_texture": [1.0]}, "record 1, feature 'mean texture': expected a number, got list"),
+    ({"worst_area": math.nan}, "record 1, feature 'worst area': expected a finite number, got NaN"),
+    ({"worst_area": math.inf}, "record 1, feature 'worst area': expected a finite number, got Infinity"),
+    ({"worst_area": -math.inf}, "record 1, feature 'worst area': expected a finite number, got -Infinity"),
+    ({"worst_area": 10**400}, "record 1, feature 'worst area': expected a finite number, got an integer too large for a float"),
+])
+def test_bad_records_name_index_and_feature(service, sample_records, change, message):
+    records = [sample_records[0], _bad(sample_records[1], **change), sample_records[2]]
+    with pytest.raises(RecordError) as info:
+        service.score_records(records)
+    assert str(info.value) == message
+    assert info.value.index == 1
+
+
+def test_record_that_is_not_an_object(service, sample_records):
+    with pytest.raises(RecordError, match=r"^record 1: expected a JSON object, got list$"):
+        service.score_records([sample_records[0], [1, 2]])
+
+
+@pytest.mark.parametrize("payload, message", [
+    ([], "no records to score: the list is empty"),
+    ({"records": []}, "no records to score: the list is empty"),
+    ({"records": {"a": 1}}, '"records" must be a list of records, got dict'),
+    ({"rows": []}, 'request body must have "records"'),
+    ("text", "request body must be a JSON object, got str"),
+])
+def test_bad_payloads(service, payload, message):
+    with pytest.raises(ScoringError, match=message):
+        service.score_payload(payload)
+
+
+def test_data_shape_as_lists_and_objects(service, sample_records):
+    expected = service.score_payload({"records": sample_records[:3]})
+    as_objects = service.score_payload({"data": sample_records[:3]})
+    as_lists = service.score_payload({"data": [[r[f] for f in service.features] for r in sample_records[:3]]})
+    assert expected == as_objects == as_lists
+    assert expected["model_version"] == "v002"
+    with pytest.raises(RecordError, match="record 0: expected 30 values in feature order, got 2"):
+        service.score_payload({"data": [[1.0, 2.0]]})
+
+
+def test_init_and_run_with_azureml_model_dir(trained_registry, tmp_path, monkeypatch, sample_records):
+    # Azure mounts a registered folder under its own name inside AZUREML_MODEL_DIR.
+    shutil.copytree(trained_registry / "model_v001", tmp_path / "model_v001")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr(score, "_service", None)
+    score.init()
+    out = score.run(json.dumps({"data": sample_records[:2]}))
+    assert isinstance(out, dict) and out["model_version"] == "v001"
+    reference = ModelService.from_registry(trained_registry, "v001").score_records(sample_records[:2])
+    assert out["results"] == reference
+    assert score.run(json.dumps({"records": sample_records[:2]}))["results"] == reference
+    body = json.dumps({"records": [{**sample_records[0], "mean radius": math.nan}]})
+    assert "NaN" in body  # the token Python's parsers accept: it must reach validation
+    with pytest.raises(RecordError, match="record 0, feature 'mean radius': expected a finite number, got NaN"):
+        score.run(body)
+    with pytest.raises(ScoringError, match="request body is not valid JSON"):
+        score.run("{not json")
+
+
+def test_init_refuses_tampered_model_in_model_dir(trained_registry, tmp_path, monkeypatch):
+    shutil.copytree(trained_registry / "model_v001", tmp_path / "model_v001")
+    (tmp_path / "model_v001" / "model.joblib").write_bytes(b"not the model")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    with pytest.raises(RegistryError, match="has been modified"):
+        score.init()
+
+
+def test_init_without_model_dir_uses_latest(trained_registry, monkeypatch):
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
+    monkeypatch.setattr(score, "_service", None)
+    score.init()
+    assert score._service.version == "v002"
+
+
+def test_cli_sample_and_input(trained_registry, tmp_path, sample_records):
+    sampled = run_script("score.py", "--registry-dir", str(trained_registry), "--sample", "2")
+    assert sampled.returncode == 0, sampled.stderr
+    out = json.loads(sampled.stdout)
+    assert len(out["results"]) == 2 and out["model_version"] == "v002"
+    (tmp_path / "records.json").write_text(json.dumps(sample_records[:3]))
+    from_file = run_script("score.py", "--registry-dir", str(trained_registry), "--input", str(tmp_path / "records.json"),
+                           "--model-version", "v001")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["model_version"] == "v001"
+    assert len(json.loads(from_file.stdout)["results"]) == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[{\"mean radius\": 1}]", "error: record 0, feature 'mean texture': missing feature"),
+    ("{oops", "error: {path} is not valid JSON"),
+    (None, "error: cannot read {path}"),
+])
+def test_cli_errors_are_one_line(trained_registry, tmp_path, content, message):
+    path = tmp_path / "in.json"
+    if content is not None:
+        path.write_text(content)
+    run = run_script("score.py", "--registry-dir", str(trained_registry), "--input", str(path))
+    assert run.returncode == 1
+    assert run.stderr.startswith(message.replace("{path}", str(path)))
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_cli_empty_registry(tmp_path):
+    run = run_script("score.py", "--registry-dir", str(tmp_path))
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"error: no model registered in {tmp_path}: run python train.py"

@@ -1,0 +1,111 @@
+"""train.py: two trainings give v001 and v002 with their files, tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from conftest import run_script
+
+METRIC_KEYS = {"accuracy", "roc_auc", "train_size", "test_size", "random_state"}
+METADATA_KEYS = {"model_name", "version", "registered_at", "features", "target", "data_source",
+                 "data_sha256", "library_versions", "mlflow_run_id", "model_sha256"}
+
+
+@pytest.fixture(scope="module")
+def two_trainings(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    env = {
+        "LOCAL_REGISTRY_DIR": str(base / "registry"),
+        "ARTIFACTS_DIR": str(base / "artifacts"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+        "TRAINING_DATA": str(base / "absent.csv"),
+    }
+    runs = [run_script("train.py", env=env), run_script("train.py", "--random-state", "7", env=env)]
+    return base, env, runs
+
+
+def test_two_trainings_register_v001_and_v002(two_trainings):
+    base, _, runs = two_trainings
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (base / "registry").iterdir()) == ["model_v001", "model_v002"]
+    for n in (1, 2):
+        folder = base / "registry" / f"model_v00{n}"
+        assert {"model.joblib", "metrics.json", "metadata.json"} <= {p.name for p in folder.iterdir()}
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metadata = json.loads((folder / "metadata.json").read_text())
+        assert METRIC_KEYS <= metrics.keys() and METADATA_KEYS <= metadata.keys()
+        assert metadata["version"] == n and metadata["target"] == "target"
+        assert len(metadata["features"]) == 30 and metadata["features"][0] == "mean radius"
+        assert metadata["data_source"] == "sklearn.datasets.load_breast_cancer"
+        assert metrics["train_size"] == 455 and metrics["test_size"] == 114
+        assert metrics["accuracy"] > 0.9 and metrics["roc_auc"] > 0.95
+    assert json.loads((base / "registry/model_v002/metrics.json").read_text())["random_state"] == 7
+    assert (base / "artifacts" / "model.joblib").is_file() and (base / "artifacts" / "metrics.json").is_file()
+
+
+def test_summary_names_version_metrics_and_run_id(two_trainings):
+    _, _, runs = two_trainings
+    lines = runs[1].stdout.splitlines()
+    assert re.fullmatch(r"registered risk-classifier v002 at .*model_v002", lines[0])
+    assert re.fullmatch(r"accuracy 0\.\d{4}  roc_auc 0\.\d{4}  \(train 455 rows, test 114 rows\)", lines[1])
+    assert re.fullmatch(r"mlflow run id [0-9a-f]{32}", lines[2])
+
+
+def test_run_is_tracked_in_mlflow(two_trainings):
+    import mlflow
+
+    base, env, _ = two_trainings
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    metadata = json.loads((base / "registry/model_v001/metadata.json").read_text())
+    run = client.get_run(metadata["mlflow_run_id"])
+    assert run.data.params["test_size"] == "0.2" and run.data.params["random_state"] == "42"
+    assert run.data.metrics["accuracy"] == pytest.approx(json.loads((base / "registry/model_v001/metrics.json").read_text())["accuracy"])
+    assert run.data.tags["registry_version"] == "v001"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "classification_report.txt" in artifacts
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    model = next(m for m in logged if m.source_run_id == run.info.run_id)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    assert loaded.metadata.signature is not None
+    assert [c.name for c in loaded.metadata.signature.inputs][:2] == ["mean radius", "mean texture"]
+    # Tracking stays in the temporary store: the run's artifacts live beside its database.
+    assert str(base) in run.info.artifact_uri
+
+
+def test_custom_csv_and_target(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "delinquent"})
+    frame.iloc[:, :5].assign(delinquent=frame["delinquent"]).to_csv(tmp_path / "risk.csv", index=False)
+    run = run_script("train.py", "--data", str(tmp_path / "risk.csv"), "--target", "delinquent",
+                     "--registry-dir", str(tmp_path / "reg"), "--no-mlflow")
+    assert run.returncode == 0, run.stderr
+    metadata = json.loads((tmp_path / "reg/model_v001/metadata.json").read_text())
+    assert metadata["features"] == list(frame.columns[:5]) and metadata["target"] == "delinquent"
+    assert metadata["data_source"] == str(tmp_path / "risk.csv") and metadata["mlflow_run_id"] is None
+
+
+@pytest.mark.parametrize("make_csv, args, message", [
+    (None, ["--data", "{tmp}/nope.csv"], "error: data file {tmp}/nope.csv does not exist"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]}), ["--target", "label"], "error: target column 'label' not found"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": [0, 1, 2]}), [], "error: target 'target' must hold both 0 and 1 and nothing else"),
+    (lambda: pd.DataFrame({"a": ["x", "y"], "target": [0, 1]}), [], "error: feature columns must be numeric; not numeric in {tmp}/d.csv: a"),
+    (lambda: pd.DataFrame({"a": [1.0, None], "target": [0, 1]}), [], "error: feature columns have empty values in {tmp}/d.csv: a"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]}), ["--test-size", "1.5"], "error: --test-size must be between 0 and 1, got 1.5"),
+])
+def test_bad_data_gives_one_clear_line(tmp_path, make_csv, args, message):
+    if make_csv is not None:
+        make_csv().to_csv(tmp_path / "d.csv", index=False)
+        args = ["--data", str(tmp_path / "d.csv"), *args]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    run = run_script("train.py", *args, "--registry-dir", str(tmp_path / "reg"), "--no-mlflow")
+    assert run.returncode == 1
+    assert run.stderr.strip().startswith(message.replace("{tmp}", str(tmp_path)))
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir())
