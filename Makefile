@@ -42,9 +42,13 @@ registry: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+## Render the Mermaid diagrams of architecture_diagram.md to docs/diagrams/ (installs chromium and mmdc when missing)
+diagrams:
+	@bash scripts/render_diagrams.sh
+
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo test train registry mlflow-ui clean
+.PHONY: help install demo test train registry mlflow-ui diagrams clean

@@ -56,3 +56,21 @@ def test_make_help_lists_documented_targets():
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for target in ("demo", "test", "install"):
         assert re.search(rf"\b{target}\b", out)
+
+
+def test_mermaid_labels_with_parentheses_are_quoted():
+    """Mermaid rejects an unquoted node label holding parentheses (`make diagrams` renders them)."""
+    text = (ROOT / "architecture_diagram.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```mermaid\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    # Once quoted labels and shape brackets are removed, no parenthesis may remain.
+    def leftover(line: str) -> str:
+        line = re.sub(r'"[^"]*"', "", line)
+        return re.sub(r"\[\(|\)\]|\(\(|\)\)", "", line)
+
+    unquoted = [line.strip() for block in blocks if block.startswith("flowchart")
+                for line in block.splitlines() if re.search(r"[()]", leftover(line))]
+    assert "(" in leftover('A[Blob (raw)]') and leftover('A[("raw/")]') == "A"
+    assert not unquoted, unquoted
+    rendered = sorted(p.name for p in (ROOT / "docs" / "diagrams").glob("diagram-*.png"))
+    assert rendered == [f"diagram-{n}.png" for n in range(1, len(blocks) + 1)]
