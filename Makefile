@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+AZ_VENV := .venv-azureml
+AZ_STAMP := $(AZ_VENV)/.installed
 
 .DEFAULT_GOAL := help
 
@@ -22,12 +24,30 @@ $(STAMP): requirements.txt requirements-dev.txt
 ## Create .venv and install the pinned requirements (done by demo and test when missing)
 install: $(STAMP)
 
+$(AZ_STAMP): requirements-azureml.txt
+	@test -x $(AZ_VENV)/bin/python || $(PYTHON) -m venv $(AZ_VENV)
+	$(AZ_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AZ_VENV)/bin/python -m pip install --quiet -r requirements-azureml.txt
+	@touch $(AZ_STAMP)
+
+## Create .venv-azureml: Azure ML's inference server, apart from the project's pins (done by test)
+install-azureml: $(AZ_STAMP)
+.PHONY: install-azureml azureml-serve
+
+## Serve score.py with Azure ML's inference server on http://127.0.0.1:5001 (latest local version)
+azureml-serve: $(AZ_STAMP)
+	@latest=$$(ls -d local_registry/model_v* 2>/dev/null | sort | tail -n 1); \
+	test -n "$$latest" || { echo "error: no model registered: run make train" >&2; exit 1; }; \
+	tmp=$$(mktemp -d); ln -s "$(CURDIR)/$$latest" "$$tmp/"; \
+	echo "serving $$latest as $$tmp/$$(basename $$latest)"; \
+	PYTHONPATH=$(CURDIR) $(AZ_VENV)/bin/python scripts/azmlinfsrv_local.py --entry_script score.py --model_dir "$$tmp" --port 5001
+
 ## Run the whole flow end to end on local storage
 demo: $(STAMP)
 	@bash scripts/demo.sh
 
 ## Run the test suite
-test: $(STAMP)
+test: $(STAMP) $(AZ_STAMP)
 	$(PY) -m pytest
 
 ## Train one more model version

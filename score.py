@@ -10,8 +10,10 @@ The same file is an Azure ML online scoring script: `init()` loads the model onc
 `run(raw_data)` takes the request body as a string and returns a JSON-serialisable dict.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Azure ML's inference server executes this
+# file without registering it in sys.modules, and dataclasses resolves string annotations
+# through sys.modules, so the deferred form fails to import there
+# (tests/test_azureml_server.py runs the real server).
 import argparse
 import json
 import logging
@@ -226,15 +228,36 @@ def init() -> None:
 
 
 def run(raw_data: str | bytes) -> dict[str, Any]:
-    """Score one request body (a JSON string); returns a dict, never a JSON string."""
+    """Score one request body (a JSON string); returns a dict, never a JSON string.
+
+    A bad request raises ScoringError, except under Azure ML's inference server, where it
+    is answered 400 {"message": ...}: the server turns any exception from run() into a 500
+    whose message hides what was wrong.
+    """
     if _service is None:
         init()
     assert _service is not None
     try:
-        payload = json.loads(raw_data)
-    except (TypeError, ValueError) as exc:
-        raise ScoringError(f"request body is not valid JSON: {exc}") from None
-    return _service.score_payload(payload)
+        try:
+            payload = json.loads(raw_data)
+        except (TypeError, ValueError) as exc:
+            raise ScoringError(f"request body is not valid JSON: {exc}") from None
+        return _service.score_payload(payload)
+    except ScoringError as exc:
+        response = _inference_server_error(400, str(exc))
+        if response is None:
+            raise
+        log.warning("score.run rejected a request: %s", exc)
+        return response
+
+
+def _inference_server_error(status: int, message: str) -> Any:
+    """An HTTP error answer when running under azureml-inference-server-http, else None."""
+    if "azureml_inference_server_http" not in sys.modules:
+        return None
+    from azureml_inference_server_http.api.aml_response import AMLResponse
+
+    return AMLResponse({"message": message}, status, json_str=True)
 
 
 # ----- CLI ---------------------------------------------------------------------------

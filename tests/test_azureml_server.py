@@ -1,0 +1,172 @@
+"""score.py, unmodified, under Azure ML's own inference server (azureml-inference-server-http).
+
+The server lives in its own virtual environment, .venv-azureml (`make install-azureml`,
+which `make test` runs first), because it pins older pydantic and opentelemetry releases
+than the project's. A registered version is laid out as Azure mounts it
+($AZUREML_MODEL_DIR/model_v002/...), the server runs score.py as its entry script on a
+free loopback port, and its answers are compared with ModelService's own for the same
+records.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, free_port
+from registry import version_name
+
+AZUREML_PYTHON = Path(os.environ.get("AZUREML_SERVER_PYTHON", ROOT / ".venv-azureml" / "bin" / "python"))
+LAUNCHER = ROOT / "scripts" / "azmlinfsrv_local.py"
+READY_TIMEOUT = 90.0
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def azureml_model_dir(trained_registry, service, tmp_path_factory) -> Path:
+    """$AZUREML_MODEL_DIR as Azure lays it out: the registered folder under its own name."""
+    number = int(service.version.lstrip("v"))
+    base = tmp_path_factory.mktemp("azureml-model-dir")
+    shutil.copytree(trained_registry / version_name(number), base / version_name(number))
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(azureml_model_dir, tmp_path_factory):
+    """azmlinfsrv running score.py on 127.0.0.1:<free port>; yields its base URL."""
+    assert AZUREML_PYTHON.is_file(), (
+        f"{AZUREML_PYTHON} is missing: run `make install-azureml` (make test does it)"
+    )
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("azmlinfsrv") / "server.log"
+    env = {
+        **os.environ,
+        "AZUREML_MODEL_DIR": str(azureml_model_dir),
+        # score.py imports settings and registry from the project root, as Azure's code folder.
+        "PYTHONPATH": str(ROOT),
+        "AML_APP_ROOT": str(ROOT),
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(AZUREML_PYTHON), str(LAUNCHER), "--host", "127.0.0.1",
+             "--entry_script", "score.py", "--model_dir", str(azureml_model_dir), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"azmlinfsrv exited with {proc.returncode}:\n{_log_tail(log_path)}")
+            try:
+                answer = httpx.get(url + "/", timeout=2.0)
+                if answer.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"azmlinfsrv not healthy after {READY_TIMEOUT:.0f} s:\n{_log_tail(log_path)}")
+            time.sleep(0.1)
+        yield {"url": url, "proc": proc, "log": log_path, "port": port}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _score(server, body) -> httpx.Response:
+    return httpx.post(server["url"] + "/score", json=body, timeout=30.0)
+
+
+def test_health_probe_answers_healthy(server):
+    answer = httpx.get(server["url"] + "/", timeout=5.0)
+    assert answer.status_code == 200
+    assert answer.text.strip() == "Healthy"
+    assert answer.headers["x-ms-server-version"].startswith("azmlinfsrv/1.5.1")
+
+
+def test_server_is_bound_to_loopback_only(server):
+    listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    port_hex = f"{server['port']:04X}"
+    local = {line.split()[1] for line in listening if line.split()[3] == "0A"}  # 0A = LISTEN
+    assert f"0100007F:{port_hex}" in local  # 127.0.0.1
+    assert f"00000000:{port_hex}" not in local  # not 0.0.0.0
+
+
+def test_records_payload_matches_model_service(server, service, sample_records):
+    records = sample_records[:8]
+    answer = _score(server, {"records": records})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == service.score_payload({"records": records})
+    assert answer.json()["model_version"] == service.version
+
+
+def test_data_payload_of_records_matches(server, service, sample_records):
+    records = sample_records[:5]
+    answer = _score(server, {"data": records})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == service.score_payload({"records": records})
+
+
+def test_data_payload_of_value_lists_matches(server, service, sample_records):
+    records = sample_records[:5]
+    rows = [[record[name] for name in service.features] for record in records]
+    answer = _score(server, {"data": rows})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body == service.score_payload({"data": rows})
+    # The same numbers as scoring the records by name.
+    assert body == service.score_payload({"records": records})
+
+
+def test_bad_record_is_a_400_naming_record_and_feature(server, service, sample_records):
+    records = copy.deepcopy(sample_records[:3])
+    feature = service.features[4]
+    records[1][feature] = "abc"
+    answer = _score(server, {"records": records})
+    assert answer.status_code == 400
+    assert answer.json() == {"message": f"record 1, feature {feature!r}: expected a number, got string \"abc\""}
+    assert answer.headers["x-ms-run-function-failed"] == "False"
+
+
+def test_missing_feature_and_bad_bodies_get_clear_messages(server, service, sample_records):
+    record = dict(sample_records[0])
+    missing = service.features[-1]
+    del record[missing]
+    answer = _score(server, {"data": [record]})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == f"record 0, feature {missing!r}: missing feature"
+
+    short = _score(server, {"data": [[1.0, 2.0]]})
+    assert short.status_code == 400
+    assert short.json()["message"] == f"record 0: expected {len(service.features)} values in feature order, got 2"
+
+    empty = _score(server, {"records": []})
+    assert empty.status_code == 400
+    assert empty.json()["message"] == "no records to score: the list is empty"
+
+    not_json = httpx.post(server["url"] + "/score", content=b"{not json", timeout=10.0,
+                          headers={"content-type": "application/json"})
+    assert not_json.status_code == 400
+    assert not_json.json()["message"].startswith("request body is not valid JSON")
+
+
+def test_server_keeps_serving_after_errors(server, service, sample_records):
+    assert _score(server, {"records": [{"x": 1}]}).status_code == 400
+    answer = _score(server, {"records": sample_records[:1]})
+    assert answer.status_code == 200
+    assert answer.json() == service.score_payload({"records": sample_records[:1]})
