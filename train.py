@@ -141,6 +141,17 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+def _serving_requirements() -> list[str]:
+    """The model's pip requirements, pinned from this environment.
+
+    Stated rather than inferred: MLflow's inference spawns a subprocess (about 4 s) and picks up
+    whatever else happens to be imported, such as the test runner.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")]
+
+
 def log_to_mlflow(model, metrics: dict, report: str, params: dict, X_train, experiment: str) -> str:
     """One MLflow run: parameters, metrics, the classification report, and the model."""
     import mlflow
@@ -171,6 +182,7 @@ def log_to_mlflow(model, metrics: dict, report: str, params: dict, X_train, expe
                 signature=signature,
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
+                pip_requirements=_serving_requirements(),
             )
     return run.info.run_id
 
