@@ -4,7 +4,8 @@ Reads day1_breast_cancer.csv when present (else scikit-learn's copy of the data)
 CSV with a binary target (--data, --target). Writes artifacts/model.joblib and
 artifacts/metrics.json, one MLflow run (mlflow.db by default, $MLFLOW_TRACKING_URI to log
 elsewhere, such as an Azure ML workspace), and a new immutable version
-local_registry/model_vNNN/ holding model.joblib, metrics.json and metadata.json.
+local_registry/model_vNNN/ holding model.joblib, metrics.json, metadata.json and
+reference_profile.json (the training data's profile that drift monitoring compares with).
 
 Azure ML counterpart: a command job that logs to the workspace and registers a model.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import monitoring
 import settings
 from registry import METRICS_FILE, MODEL_FILE, ModelVersion, Registry, RegistryError
 
@@ -230,8 +232,14 @@ def train(
         "mlflow_tracking_uri": _redact(settings.mlflow_tracking_uri()) if use_mlflow else None,
     }
 
+    # The reference for drift monitoring: the training features and the scores the model
+    # gives them, stored with the version so every later run compares against its own model.
+    train_matrix = X_train.to_numpy(dtype="float64")
+    profile = monitoring.build_profile(train_matrix, metadata["features"], model.predict_proba(train_matrix)[:, 1])
+
     def write_files(staging: Path) -> None:
         joblib.dump(model, staging / MODEL_FILE)
+        monitoring.write_profile(staging, profile)
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         (staging / "classification_report.txt").write_text(report, encoding="utf-8")
 

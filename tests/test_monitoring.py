@@ -1,0 +1,302 @@
+"""monitoring.py: the reference profile, the drift metrics and the streaming accumulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import ks_2samp, wasserstein_distance
+
+import monitoring
+from monitoring import (
+    DriftAccumulator,
+    MonitoringError,
+    Thresholds,
+    build_profile,
+    jensen_shannon_distance,
+    normalized_wasserstein_distance,
+    population_stability_index,
+)
+from registry import Registry
+
+
+def _profile(reference: np.ndarray, scores=None, names=None):
+    names = names or [f"f{i}" for i in range(reference.shape[1])]
+    return build_profile(reference, names, scores)
+
+
+# ----- metric functions --------------------------------------------------------------------
+def test_psi_matches_the_formula_on_hand_made_bins():
+    reference = [25, 25, 25, 25]
+    production = [10, 20, 30, 40]
+    q = np.array(reference) / 100
+    p = np.array(production) / 100
+    expected = float(np.sum((p - q) * np.log(p / q)))
+    assert population_stability_index(reference, production) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.2282, abs=1e-4)
+
+
+def test_psi_is_zero_for_identical_and_large_for_shifted_distributions():
+    assert population_stability_index([5, 10, 20], [5, 10, 20]) == 0.0
+    assert population_stability_index([1, 2, 3], [2, 4, 6]) == 0.0  # counts are normalised
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0, 1, 5000)
+    edges = monitoring.quantile_edges(reference)
+    ref_counts = monitoring.bin_counts(reference, edges)
+    same = monitoring.bin_counts(rng.normal(0, 1, 5000), edges)
+    shifted = monitoring.bin_counts(rng.normal(1.5, 1, 5000), edges)
+    assert population_stability_index(ref_counts, same) < 0.01
+    assert population_stability_index(ref_counts, shifted) > 1.0
+
+
+def test_psi_floors_empty_bins_at_epsilon():
+    eps = monitoring.PSI_EPSILON
+    expected = (0.5 - eps) * math.log(0.5 / eps) * 2  # two bins each moving 0.5 -> 0 and 0.5 -> 1
+    value = population_stability_index([1, 1, 0], [0, 1, 1])
+    assert value == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(MonitoringError, match="same bins"):
+        population_stability_index([1, 2], [1, 2, 3])
+
+
+def test_jensen_shannon_distance_against_scipy_and_its_bounds():
+    assert jensen_shannon_distance([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert jensen_shannon_distance([3, 3], [1, 1]) == pytest.approx(0.0, abs=1e-12)
+    q, p = np.array([0.2, 0.3, 0.5]), np.array([0.4, 0.4, 0.2])
+    m = (p + q) / 2
+    kl = lambda a, b: float(np.sum(a * np.log2(a / b)))  # noqa: E731
+    assert jensen_shannon_distance(q, p) == pytest.approx(math.sqrt((kl(p, m) + kl(q, m)) / 2), rel=1e-12)
+    assert jensen_shannon_distance(q, p) == pytest.approx(float(jensenshannon(p, q, base=2)), rel=1e-12)
+
+
+def test_normalized_wasserstein_distance_against_scipy():
+    rng = np.random.default_rng(2)
+    reference = rng.gamma(2.0, 3.0, 700)
+    production = rng.gamma(2.0, 3.0, 300) + 1.0
+    expected = wasserstein_distance(reference, production) / np.std(reference)
+    assert normalized_wasserstein_distance(reference, production) == pytest.approx(expected, rel=1e-12)
+    # By hand: moving every value of {0, 2} up by 1 costs 1; the reference's std is 1.
+    assert normalized_wasserstein_distance([0.0, 2.0], [1.0, 3.0]) == pytest.approx(1.0)
+    assert normalized_wasserstein_distance(reference, reference) == 0.0
+    assert normalized_wasserstein_distance([1.0, 1.0], [1.0]) == 0.0
+    assert normalized_wasserstein_distance([1.0, 1.0], [2.0]) == math.inf
+
+
+# ----- the profile -----------------------------------------------------------------------------
+def test_profile_has_ten_quantile_bins_bounds_and_the_exact_sample():
+    rng = np.random.default_rng(3)
+    matrix = np.column_stack([rng.normal(10, 2, 500), rng.exponential(1.0, 500)])
+    scores = rng.uniform(0, 1, 500)
+    profile = _profile(matrix, scores, ["a", "b"])
+    a = profile["columns"]["a"]
+    assert profile["features"] == ["a", "b"] and profile["row_count"] == 500 and profile["bins"] == 10
+    assert len(a["bin_edges"]) == 9 and a["bin_counts"] == [50] * 10
+    assert sum(a["bin_proportions"]) == pytest.approx(1.0)
+    assert a["min"] == matrix[:, 0].min() and a["max"] == matrix[:, 0].max()
+    assert a["null_rate"] == 0.0 and a["std"] == pytest.approx(matrix[:, 0].std())
+    assert a["sample"] == sorted(matrix[:, 0].tolist())  # every value kept: at most 1000 rows
+    assert profile["score"]["histogram"]["counts"] == np.histogram(scores, 20, (0, 1))[0].tolist()
+    json.dumps(profile)  # serialisable as is
+
+
+def test_profile_null_rate_ties_and_large_reference():
+    column = np.array([0.0] * 60 + list(range(1, 41)) + [np.nan] * 25, dtype=float)
+    profile = _profile(column.reshape(-1, 1))
+    col = profile["columns"]["f0"]
+    assert col["null_rate"] == pytest.approx(25 / 125)
+    assert len(col["bin_edges"]) == len(set(col["bin_edges"]))  # ties collapse, no empty bins by design
+    assert col["bin_counts"][0] == 60 and sum(col["bin_counts"]) == 100
+    big = np.arange(5000, dtype=float).reshape(-1, 1)
+    sample = _profile(big)["columns"]["f0"]["sample"]
+    assert len(sample) == monitoring.REFERENCE_SAMPLE_MAX and sample[0] == 2.0 and sample[-1] == 4997.0
+    with pytest.raises(MonitoringError, match="at least 10 rows"):
+        _profile(np.zeros((5, 1)))
+
+
+def test_training_stores_the_profile_in_every_version(trained_registry):
+    entry = Registry(trained_registry).get("latest")
+    profile = monitoring.load_profile(entry.path)
+    assert profile is not None
+    assert profile["features"] == entry.metadata["features"]
+    assert profile["row_count"] == entry.metrics["train_size"]
+    for name in profile["features"]:
+        col = profile["columns"][name]
+        assert len(col["sample"]) == profile["row_count"]
+        assert col["min"] == col["sample"][0] and col["max"] == col["sample"][-1]
+        assert sum(col["bin_counts"]) == profile["row_count"]
+    score = profile["score"]
+    assert 0.0 <= score["min"] <= score["max"] <= 1.0
+    assert sum(score["histogram"]["counts"]) == profile["row_count"]
+
+
+def test_load_profile_none_when_missing_and_error_when_corrupt(tmp_path):
+    assert monitoring.load_profile(tmp_path) is None
+    (tmp_path / monitoring.PROFILE_FILE).write_text("{not json")
+    with pytest.raises(MonitoringError, match="cannot be read"):
+        monitoring.load_profile(tmp_path)
+    (tmp_path / monitoring.PROFILE_FILE).write_text('{"schema": 99}')
+    with pytest.raises(MonitoringError, match="not a reference profile"):
+        monitoring.load_profile(tmp_path)
+
+
+# ----- the accumulator ---------------------------------------------------------------------------
+def test_accumulator_in_chunks_equals_a_direct_calculation():
+    rng = np.random.default_rng(4)
+    reference = rng.normal(0, 1, (400, 3))
+    scores = rng.uniform(0, 1, 400)
+    profile = _profile(reference, scores)
+    production = rng.normal(0.3, 1.2, (250, 3))
+    prod_scores = rng.uniform(0.2, 1, 250)
+    acc = DriftAccumulator(profile)
+    for start in range(0, 250, 64):
+        acc.update(production[start:start + 64], prod_scores[start:start + 64])
+    result = acc.result()
+    assert result.rows == 250
+    for i, row in enumerate(result.table[:3]):
+        ref_col = reference[:, i]
+        edges = profile["columns"][f"f{i}"]["bin_edges"]
+        ref_counts = np.histogram(ref_col, bins=[-np.inf, *edges, np.inf])[0]
+        prod_counts = np.histogram(production[:, i], bins=[-np.inf, *edges, np.inf])[0]
+        q, p = ref_counts / 400, prod_counts / 250
+        assert row["population_stability_index"] == pytest.approx(float(np.sum((p - q) * np.log(p / q))), rel=1e-9)
+        assert row["normalized_wasserstein_distance"] == pytest.approx(
+            wasserstein_distance(ref_col, production[:, i]) / ref_col.std(), rel=1e-9)
+        assert row["ks_pvalue"] == pytest.approx(ks_2samp(ref_col, production[:, i]).pvalue, rel=1e-9)
+        outside = (production[:, i] < ref_col.min()) | (production[:, i] > ref_col.max())
+        assert row["out_of_bounds_rate"] == pytest.approx(outside.mean())
+        assert row["production_mean"] == pytest.approx(production[:, i].mean())
+    score_row = result.table[3]
+    assert score_row["signal"] == "prediction_drift" and score_row["feature"] == "score"
+    assert result.summary["score_psi"] == score_row["population_stability_index"]
+    psis = [r["population_stability_index"] for r in result.table[:3]]
+    assert result.summary["max_psi"] == max(psis)
+    assert result.summary["max_psi_feature"] == f"f{int(np.argmax(psis))}"
+
+
+def test_null_and_out_of_bounds_rates_are_exact():
+    reference = np.tile(np.arange(10, dtype=float), (2, 2)).T.reshape(-1, 2)  # 0..9 in both columns
+    acc = DriftAccumulator(_profile(reference))
+    acc.update(np.array([[-1.0, 5.0], [np.nan, 9.0], [10.0, np.nan], [3.0, 4.0]]))
+    result = acc.result()
+    a, b = result.table
+    assert a["null_value_rate"] == 0.25 and b["null_value_rate"] == 0.25
+    assert a["out_of_bounds_rate"] == pytest.approx(2 / 3) and b["out_of_bounds_rate"] == 0.0
+    assert result.summary["null_rate"] == 0.25
+    assert result.summary["out_of_bounds_rate"] == pytest.approx(2 / 6)
+
+
+def test_identical_data_gives_zero_and_a_big_shift_alerts():
+    rng = np.random.default_rng(5)
+    reference = rng.normal(0, 1, (500, 4))
+    profile = _profile(reference)
+    same = DriftAccumulator(profile)
+    same.update(reference)
+    result = same.result()
+    assert result.summary["max_psi"] == pytest.approx(0.0, abs=1e-12)
+    assert result.summary["max_normalized_wasserstein"] == 0.0
+    assert result.summary["drift_flag"] is False and result.summary["drift_warn"] is False
+    shifted = reference.copy()
+    shifted[:, 2] += 1.0
+    acc = DriftAccumulator(profile)
+    acc.update(shifted[:200])
+    result = acc.result()
+    assert result.summary["drift_flag"] is True and result.summary["drifted_features"] == 1
+    assert result.summary["max_psi_feature"] == "f2" and result.summary["max_psi"] > 0.25
+    assert [r["level"] for r in result.table] == ["ok", "ok", "alert", "ok"]
+
+
+def test_warn_level_is_reported_apart_from_the_alert():
+    rng = np.random.default_rng(6)
+    reference = rng.normal(0, 1, (20000, 1))
+    production = rng.normal(0.0, 1.35, (20000, 1))  # wider spread, same centre
+    # The normalized Wasserstein distance reacts first (0.1 is a shift of a tenth of a std)...
+    acc = DriftAccumulator(_profile(reference))
+    acc.update(production)
+    result = acc.result()
+    assert 0.1 <= result.summary["max_psi"] < 0.25
+    assert result.summary["max_normalized_wasserstein"] >= 0.1
+    assert result.table[0]["level"] == "alert" and result.summary["drift_flag"] is True
+    # ...so with its threshold raised, the same PSI is a warning and not an alert.
+    acc = DriftAccumulator(_profile(reference), Thresholds(wasserstein=0.5))
+    acc.update(production)
+    result = acc.result()
+    assert result.table[0]["level"] == "warn"
+    assert result.summary["drift_warn"] is True and result.summary["drift_flag"] is False
+    assert result.summary["warn_features"] == 1 and result.summary["drifted_features"] == 0
+
+
+def test_small_noisy_differences_are_not_significant():
+    # Two samples of one distribution at 200 rows: the raw distances are large, the test says noise.
+    rng = np.random.default_rng(7)
+    reference = rng.lognormal(0, 0.6, (455, 30))
+    profile = _profile(reference)
+    raw_psi_over = 0
+    for day in range(20):
+        acc = DriftAccumulator(profile)
+        acc.update(rng.lognormal(0, 0.6, (200, 30)))
+        result = acc.result()
+        raw_psi_over += result.summary["max_psi"] >= 0.1
+        assert result.summary["drift_flag"] is False and result.summary["drift_warn"] is False
+    assert raw_psi_over >= 5  # the raw PSI alone would have warned on many clean days
+    # With the significance test off, the plain thresholds fire on the same kind of day.
+    acc = DriftAccumulator(profile, Thresholds(alpha=0))
+    acc.update(rng.lognormal(0, 0.6, (200, 30)))
+    assert acc.result().summary["drift_flag"] is True
+
+
+def test_reservoir_keeps_every_row_up_to_its_size_and_a_uniform_sample_beyond():
+    reference = np.arange(100, dtype=float).reshape(-1, 1)
+    acc = DriftAccumulator(_profile(reference), reservoir_size=50)
+    acc.update(np.arange(30, dtype=float).reshape(-1, 1))
+    assert sorted(acc._reservoir.values()[:, 0]) == list(range(30))
+    for start in range(30, 10000, 333):
+        acc.update(np.arange(start, min(start + 333, 10000), dtype=float).reshape(-1, 1))
+    kept = acc._reservoir.values()[:, 0]
+    assert kept.shape == (50,) and len(set(kept)) == 50 and kept.max() < 10000
+    assert 2500 < kept.mean() < 7500  # not just the first or the last rows
+
+
+def test_chunk_shape_errors_are_specific():
+    acc = DriftAccumulator(_profile(np.zeros((20, 2)) + np.arange(20).reshape(-1, 1)))
+    with pytest.raises(MonitoringError, match="2 columns"):
+        acc.update(np.zeros((3, 3)))
+    with pytest.raises(MonitoringError, match="2 scores for 3 rows"):
+        acc.update(np.zeros((3, 2)), np.zeros(2))
+    empty = acc.result()
+    assert empty.rows == 0 and empty.summary["drift_flag"] is False
+    assert math.isnan(empty.summary["max_psi"])
+
+
+# ----- thresholds, the table file and the log fields -----------------------------------------------
+def test_thresholds_from_env_and_overrides():
+    assert Thresholds.from_env({}) == Thresholds(0.1, 0.25, 0.1, 0.01)
+    env = {"DRIFT_PSI_WARN": "0.05", "DRIFT_PSI_ALERT": "0.5", "DRIFT_WASSERSTEIN_THRESHOLD": "0.2", "DRIFT_ALPHA": ""}
+    th = Thresholds.from_env(env, psi_alert=0.4, wasserstein=None)
+    assert th == Thresholds(psi_warn=0.05, psi_alert=0.4, wasserstein=0.2, alpha=0.01)
+    with pytest.raises(MonitoringError, match="DRIFT_PSI_WARN must be a number"):
+        Thresholds.from_env({"DRIFT_PSI_WARN": "high"})
+    with pytest.raises(MonitoringError, match="warn <= alert"):
+        Thresholds(psi_warn=0.3, psi_alert=0.2)
+    with pytest.raises(MonitoringError, match="alpha"):
+        Thresholds(alpha=1.5)
+
+
+def test_drift_table_round_trip_and_log_fields(tmp_path):
+    rng = np.random.default_rng(8)
+    acc = DriftAccumulator(_profile(rng.normal(0, 1, (100, 2)), rng.uniform(0, 1, 100)))
+    acc.update(rng.normal(0, 1, (50, 2)), rng.uniform(0, 1, 50))
+    result = acc.result()
+    path = monitoring.drift_table_path(tmp_path / "logs", "20250102")
+    assert path == tmp_path / "logs" / "drift" / "drift_20250102.csv"
+    monitoring.write_drift_table(path, result.table)
+    assert [p.name for p in path.parent.iterdir()] == ["drift_20250102.csv"]  # no temp file left
+    rows = monitoring.read_drift_table(path)
+    assert [r["feature"] for r in rows] == ["f0", "f1", "score"]
+    assert rows[0]["population_stability_index"] == pytest.approx(result.table[0]["population_stability_index"], rel=1e-5)
+    assert path.read_text().splitlines()[0] == ",".join(monitoring.TABLE_COLUMNS)
+    fields = result.log_fields()
+    assert list(fields) == list(monitoring.SUMMARY_COLUMNS)
+    assert fields["drift_flag"] in ("true", "false") and fields["max_psi_feature"] in ("f0", "f1")
+    assert float(fields["max_psi"]) == pytest.approx(result.summary["max_psi"], rel=1e-5)
