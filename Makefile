@@ -32,7 +32,11 @@ $(AZ_STAMP): requirements-azureml.txt
 
 ## Create .venv-azureml: Azure ML's inference server, apart from the project's pins (done by test)
 install-azureml: $(AZ_STAMP)
-.PHONY: install-azureml azureml-serve
+
+## Regenerate azureml/environments/*-conda.yml from the pinned requirements files
+azureml-conda:
+	$(PYTHON) scripts/azureml_conda.py
+.PHONY: install-azureml azureml-serve azureml-conda
 
 ## Serve score.py with Azure ML's inference server on http://127.0.0.1:5001 (latest local version)
 azureml-serve: $(AZ_STAMP)
