@@ -31,6 +31,8 @@ from registry import METRICS_FILE, MODEL_FILE, ModelVersion, Registry, RegistryE
 
 log = logging.getLogger("train")
 
+DEFAULT_MLFLOW_ALIAS = "champion"
+
 
 class TrainingError(Exception):
     """An expected training failure (bad data, bad arguments), with a user-facing message."""
@@ -199,12 +201,24 @@ def train(
     experiment: str = settings.MLFLOW_EXPERIMENT,
     model_name: str = settings.MODEL_NAME,
     use_mlflow: bool = True,
+    register_mlflow: str | None = None,
+    mlflow_alias: str = DEFAULT_MLFLOW_ALIAS,
 ) -> TrainResult:
-    """Fit, evaluate, write artifacts/, log to MLflow and register a new version."""
+    """Fit, evaluate, write artifacts/, log to MLflow and register a new version.
+
+    With `register_mlflow`, the logged model is also registered under that name in the
+    MLflow model registry and given `mlflow_alias`.
+    """
     import joblib
 
     if not 0.0 < test_size < 1.0:
         raise TrainingError(f"--test-size must be between 0 and 1, got {test_size}")
+    if register_mlflow is not None and not use_mlflow:
+        raise TrainingError("--register-mlflow needs MLflow tracking: drop --no-mlflow")
+    if register_mlflow is not None and not register_mlflow.strip():
+        raise TrainingError("--register-mlflow needs a model name")
+    if register_mlflow is not None and not mlflow_alias.strip():
+        raise TrainingError("--mlflow-alias must not be empty")
     ds = load_dataset(data, target)
     model, metrics, report, X_train = fit_and_evaluate(ds, test_size, random_state)
     log.info("trained on %d rows: accuracy %.4f, ROC AUC %.4f", metrics["train_size"], metrics["accuracy"], metrics["roc_auc"])
@@ -231,6 +245,8 @@ def train(
         "mlflow_run_id": run_id,
         "mlflow_tracking_uri": _redact(settings.mlflow_tracking_uri()) if use_mlflow else None,
     }
+    if register_mlflow is not None and run_id:
+        metadata["mlflow_registered_model"] = register_in_mlflow(run_id, register_mlflow, mlflow_alias)
 
     # The reference for drift monitoring: the training features and the scores the model
     # gives them, stored with the version so every later run compares against its own model.
@@ -248,7 +264,33 @@ def train(
         import mlflow
 
         mlflow.MlflowClient().set_tag(run_id, "registry_version", version.label)
+        registered = metadata.get("mlflow_registered_model")
+        if registered:
+            mlflow.MlflowClient().set_model_version_tag(
+                registered["name"], registered["version"], "registry_version", version.label)
     return TrainResult(version, metrics, report, run_id)
+
+
+def register_in_mlflow(run_id: str, name: str, alias: str) -> dict[str, Any]:
+    """Register the run's logged model as a new version of `name` and point `alias` at it.
+
+    The same calls register a model in an Azure ML workspace when the tracking URI is the
+    workspace's MLflow endpoint.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            registered = mlflow.register_model(f"runs:/{run_id}/model", name)
+        client.set_registered_model_alias(name, alias, registered.version)
+    except MlflowException as exc:
+        raise TrainingError(f"cannot register the model in MLflow as {name!r}: {exc.message}") from None
+    log.info("registered MLflow model %s version %s, alias %s", name, registered.version, alias)
+    return {"name": name, "version": str(registered.version), "alias": alias,
+            "model_uri": f"models:/{name}@{alias}"}
 
 
 def _redact(uri: str) -> str:
@@ -284,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", default=settings.MLFLOW_EXPERIMENT, help="MLflow experiment name")
     parser.add_argument("--model-name", default=settings.MODEL_NAME, help="registered model name")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow tracking (faster; no run id)")
+    parser.add_argument("--register-mlflow", metavar="NAME", default=None,
+                        help="also register the logged model under NAME in the MLflow model registry")
+    parser.add_argument("--mlflow-alias", default=DEFAULT_MLFLOW_ALIAS,
+                        help="alias given to that MLflow model version (with --register-mlflow)")
     return parser
 
 
@@ -296,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             random_state=args.random_state, registry_dir=args.registry_dir,
             artifacts_dir=args.artifacts_dir, experiment=args.experiment,
             model_name=args.model_name, use_mlflow=not args.no_mlflow,
+            register_mlflow=args.register_mlflow, mlflow_alias=args.mlflow_alias,
         )
     except (TrainingError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -305,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"accuracy {m['accuracy']:.4f}  roc_auc {m['roc_auc']:.4f}  "
           f"(train {m['train_size']} rows, test {m['test_size']} rows)")
     print(f"mlflow run id {result.run_id or '-'}")
+    registered = result.version.metadata.get("mlflow_registered_model")
+    if registered:
+        print(f"mlflow model {registered['name']} version {registered['version']} alias {registered['alias']}")
     return 0
 
 

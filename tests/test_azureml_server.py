@@ -170,3 +170,14 @@ def test_server_keeps_serving_after_errors(server, service, sample_records):
     answer = _score(server, {"records": sample_records[:1]})
     assert answer.status_code == 200
     assert answer.json() == service.score_payload({"records": sample_records[:1]})
+
+
+def test_readme_sample_request_scores(server, service):
+    """azureml/sample-request.json, the body the README's `az ml online-endpoint invoke` sends."""
+    import json
+
+    body = json.loads((ROOT / "azureml" / "sample-request.json").read_text())
+    answer = _score(server, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == service.score_payload(body)
+    assert len(answer.json()["results"]) == len(body["data"]) == 2

@@ -231,5 +231,7 @@ def test_readme_az_ml_commands_name_existing_specs():
     assert files, "the Deploying to Azure ML section should run az ml with spec files"
     missing = [f for f in files if not (ROOT / f).is_file()]
     assert not missing, missing
+    requests = re.findall(r"--request-file (\S+)", section)
+    assert requests and all((ROOT / f).is_file() for f in requests), requests
     named = {str(p.relative_to(ROOT)) for p in SPEC_FILES}
     assert named <= set(files), f"specs the README never uses: {sorted(named - set(files))}"

@@ -109,3 +109,74 @@ def test_bad_data_gives_one_clear_line(tmp_path, make_csv, args, message):
     assert run.stderr.strip().startswith(message.replace("{tmp}", str(tmp_path)))
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
     assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir())
+
+
+# ----- --register-mlflow: the MLflow model registry, as against an Azure ML workspace --------
+@pytest.fixture(scope="module")
+def mlflow_registered(tmp_path_factory):
+    """Two trainings registered in a temporary sqlite MLflow store: champion, then challenger."""
+    base = tmp_path_factory.mktemp("train-mlflow-registry")
+    env = {
+        "LOCAL_REGISTRY_DIR": str(base / "registry"),
+        "ARTIFACTS_DIR": str(base / "artifacts"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+        "TRAINING_DATA": str(base / "absent.csv"),
+    }
+    runs = [
+        run_script("train.py", "--register-mlflow", "risk-classifier", env=env),
+        run_script("train.py", "--register-mlflow", "risk-classifier", "--mlflow-alias", "challenger",
+                   "--random-state", "7", env=env),
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    return base, env, runs
+
+
+def test_register_mlflow_registers_versions_with_aliases(mlflow_registered):
+    import mlflow
+
+    base, env, runs = mlflow_registered
+    assert runs[0].stdout.splitlines()[-1] == "mlflow model risk-classifier version 1 alias champion"
+    assert runs[1].stdout.splitlines()[-1] == "mlflow model risk-classifier version 2 alias challenger"
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    for number, alias in ((1, "champion"), (2, "challenger")):
+        metadata = json.loads((base / f"registry/model_v00{number}/metadata.json").read_text())
+        assert metadata["mlflow_registered_model"] == {
+            "name": "risk-classifier", "version": str(number), "alias": alias,
+            "model_uri": f"models:/risk-classifier@{alias}",
+        }
+        version = client.get_model_version_by_alias("risk-classifier", alias)
+        assert str(version.version) == str(number)
+        assert version.run_id == metadata["mlflow_run_id"]
+        assert version.tags["registry_version"] == f"v00{number}"
+    aliases = client.get_registered_model("risk-classifier").aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "1", "challenger": "2"}
+
+
+@pytest.mark.filterwarnings("ignore:X has feature names")
+def test_alias_loads_the_same_model_as_the_local_registry(mlflow_registered):
+    import mlflow
+    import numpy as np
+
+    from score import ModelService
+
+    base, env, _ = mlflow_registered
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    service = ModelService.from_registry(base / "registry", 1)
+    frame = pd.DataFrame(np.random.default_rng(0).normal(10, 3, (6, len(service.features))), columns=service.features)
+    champion = mlflow.pyfunc.load_model("models:/risk-classifier@champion")
+    np.testing.assert_allclose(np.asarray(champion.predict(frame))[:, 1],
+                               service.predict_proba(frame.to_numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--register-mlflow", "risk-classifier", "--no-mlflow"], "error: --register-mlflow needs MLflow tracking: drop --no-mlflow"),
+    (["--register-mlflow", " "], "error: --register-mlflow needs a model name"),
+    (["--register-mlflow", "risk-classifier", "--mlflow-alias", ""], "error: --mlflow-alias must not be empty"),
+])
+def test_register_mlflow_bad_arguments_give_one_clear_line(tmp_path, args, message):
+    run = run_script("train.py", *args, "--registry-dir", str(tmp_path / "reg"),
+                     env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert run.returncode == 1
+    assert run.stderr.strip() == message
+    assert not (tmp_path / "reg").exists()
