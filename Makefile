@@ -70,9 +70,15 @@ mlflow-ui: $(STAMP)
 diagrams:
 	@bash scripts/render_diagrams.sh
 
+## Run the reliability suites (fuzzing, faults, soak, security) and print their figures; sizes via RELIABILITY_* env vars
+reliability: $(STAMP)
+	@figures=$$(mktemp -d); trap 'rm -rf "$$figures"' EXIT; \
+	RELIABILITY_FIGURES_DIR="$$figures" $(PY) -m pytest -q tests/test_reliability_*.py; status=$$?; \
+	echo; $(PY) scripts/reliability_table.py "$$figures" || status=1; exit $$status
+
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo test train registry mlflow-ui diagrams clean
+.PHONY: help install demo test train registry mlflow-ui diagrams reliability clean

@@ -38,8 +38,9 @@ MODEL_FILE = "model.joblib"
 METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 REQUIRED_FILES = (MODEL_FILE, METRICS_FILE, METADATA_FILE)
-_VERSION_DIR = re.compile(r"^model_v(\d{3,})$")
-_VERSION_SPEC = re.compile(r"^(?:model_)?v?(\d{1,9})$", re.IGNORECASE)
+# ASCII digits only: "\d" alone also matches other scripts' digits (v\u0661 would mean v1).
+_VERSION_DIR = re.compile(r"^model_v(\d{3,})$", re.ASCII)
+_VERSION_SPEC = re.compile(r"^(?:model_)?v?(\d{1,9})$", re.IGNORECASE | re.ASCII)
 
 
 class RegistryError(Exception):
@@ -156,7 +157,8 @@ class Registry:
         found = []
         for entry in self.root.iterdir():
             match = _VERSION_DIR.match(entry.name)
-            if match and entry.is_dir() and _is_complete(entry, int(match.group(1))):
+            # A linked folder is not the registry's own: it could point anywhere.
+            if match and entry.is_dir() and not entry.is_symlink() and _is_complete(entry, int(match.group(1))):
                 found.append(int(match.group(1)))
         return sorted(found)
 
@@ -197,6 +199,11 @@ class Registry:
     def load(self, spec: str | int | None = "latest") -> tuple[Any, ModelVersion]:
         """Verify and unpickle a version's model; returns (model, version)."""
         entry = self.get(spec)
+        root = self.root.resolve()
+        if not entry.model_path.resolve().is_relative_to(root):
+            raise RegistryError(
+                f"{entry.label}: {entry.model_path} links outside the registry ({root}); refusing to load it"
+            )
         return load_verified_model(entry.path, entry.metadata, entry.label), entry
 
     # ----- writing -----------------------------------------------------------------
