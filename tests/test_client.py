@@ -1,0 +1,179 @@
+"""client.py against a real uvicorn server on a free loopback port, and a version switch
+under load: every request answered, the new version served without a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app_score_api import EXAMPLE_RECORD
+from conftest import ROOT, free_port, run_script
+
+API_KEY = "live-test-key-5d1c9e"
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, trained_registry):
+    """`python app_score_api.py` with key auth on a free port; stopped by its PID."""
+    base = tmp_path_factory.mktemp("live")
+    registry = base / "registry"
+    registry.mkdir()
+    shutil.copytree(trained_registry / "model_v001", registry / "model_v001")
+    port = free_port()
+    log_path = base / "server.log"
+    env = {**os.environ, "SCORING_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "app_score_api.py", "--host", "127.0.0.1", "--port", str(port),
+             "--registry-dir", str(registry)],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"server exited early:\n{log_path.read_text()}"
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()}"
+            time.sleep(0.05)
+        yield {"url": url, "registry": registry, "log": log_path}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def one_line_error(result) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_client_prints_a_table(live_server):
+    result = run_script("client.py", "--url", live_server["url"], "--n", "4", env={"SCORING_API_KEY": API_KEY})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("model v001: 4 prediction(s) in ")
+    assert lines[1].split() == ["record", "prediction", "probability", "mean", "radius", "mean", "texture"]
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1", "2", "3"]
+    assert all(line.split()[1] in {"0", "1"} for line in lines[2:])
+
+
+def test_client_takes_a_predict_url_a_file_and_a_key_flag(live_server, tmp_path):
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"records": [EXAMPLE_RECORD]}))
+    result = run_script("client.py", "--url", live_server["url"] + "/predict/", "--file", str(payload),
+                        "--api-key", API_KEY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2].split()[:2] == ["0", "0"]
+    assert "17.99" in result.stdout
+
+
+def test_client_errors_are_one_line(live_server, tmp_path):
+    url = live_server["url"]
+    assert "answered 401 Unauthorized: missing or invalid API key" in one_line_error(
+        run_script("client.py", "--url", url))
+    assert "answered 404 Not Found" in one_line_error(
+        run_script("client.py", "--url", url + "/v2", "--api-key", API_KEY))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"records": [{**EXAMPLE_RECORD, "mean area": None}]}))
+    assert one_line_error(run_script("client.py", "--url", url, "--file", str(bad), "--api-key", API_KEY)).endswith(
+        "answered 422 Unprocessable Entity: record 0, feature 'mean area': expected a number, got null")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert "is not valid JSON" in one_line_error(run_script("client.py", "--url", url, "--file", str(broken)))
+    assert "cannot reach" in one_line_error(run_script("client.py", "--url", f"http://127.0.0.1:{free_port()}"))
+    assert "--url must look like" in one_line_error(run_script("client.py", "--url", "localhost"))
+
+
+def test_client_imports_nothing_from_the_project():
+    source = (ROOT / "client.py").read_text()
+    ours = {p.stem for p in ROOT.glob("*.py")} - {"client"}
+    imported = {line.split()[1].split(".")[0] for line in source.splitlines()
+                if line.startswith(("import ", "from "))}
+    assert not imported & ours
+
+
+def test_new_version_is_served_while_clients_keep_sending(live_server):
+    """Requests keep flowing from two clients while a new version is trained and registered."""
+    import train
+
+    url, seen, stop = live_server["url"], [], threading.Event()
+    headers = {"authorization": f"Bearer {API_KEY}"}
+
+    def keep_sending(name: str) -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/predict", json={"records": [EXAMPLE_RECORD] * 3})
+                    seen.append((name, time.monotonic(), response.status_code,
+                                 response.json().get("model_version")))
+                except httpx.HTTPError as exc:  # counted as a failed request
+                    seen.append((name, time.monotonic(), repr(exc), None))
+
+    threads = [threading.Thread(target=keep_sending, args=(f"client-{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        while len(seen) < 20:
+            time.sleep(0.01)
+        result = train.train(registry_dir=live_server["registry"], artifacts_dir=live_server["registry"].parent / "a",
+                             random_state=11, use_mlflow=False)
+        registered = time.monotonic()
+        assert result.version.label == "v002"
+        deadline = registered + 30
+        while not any(v == "v002" for *_, v in seen[-5:]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        settled = len(seen)
+        while len(seen) < settled + 20:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert all(status == 200 for _, _, status, _ in seen), [s for s in seen if s[2] != 200][:3]
+    for name in ("client-0", "client-1"):
+        versions = [v for n, _, _, v in seen if n == name]
+        switch = versions.index("v002")  # each client moved from v001 to v002 once, for good
+        assert set(versions[:switch]) == {"v001"} and set(versions[switch:]) == {"v002"}
+    first_new = min(t for _, t, _, v in seen if v == "v002")
+    print(f"\n{len(seen)} requests, all 200; v002 served {first_new - registered:.2f} s after registration")
+    assert "serving model v002 (was v001)" in live_server["log"].read_text()
+
+
+def test_server_log_has_one_line_per_request_and_never_the_key(live_server):
+    url = live_server["url"]
+    assert httpx.post(f"{url}/predict", json={"records": [EXAMPLE_RECORD] * 7},
+                      headers={"authorization": f"Bearer {API_KEY}"}).status_code == 200
+    assert httpx.post(f"{url}/predict", json={"records": []},
+                      headers={"authorization": f"Bearer {API_KEY}x"}).status_code == 401
+    assert httpx.get(f"{url}/health").status_code == 200
+    deadline = time.monotonic() + 10  # the line is written just after the answer is sent
+    while "GET /health 200" not in live_server["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lines = live_server["log"].read_text().splitlines()
+    predict_7 = [line for line in lines if re.search(r"POST /predict 200 records=7 model=v00\d [\d.]+ms$", line)]
+    assert len(predict_7) == 1
+    assert any("POST /predict 401 records=- model=-" in line for line in lines)
+    assert any("GET /health 200 records=- model=-" in line for line in lines)
+    assert not any(API_KEY in line for line in lines)
