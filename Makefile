@@ -76,6 +76,16 @@ reliability: $(STAMP)
 	RELIABILITY_FIGURES_DIR="$$figures" $(PY) -m pytest -q tests/test_reliability_*.py; status=$$?; \
 	echo; $(PY) scripts/reliability_table.py "$$figures" || status=1; exit $$status
 
+## Serve the online endpoint on http://127.0.0.1:8000 (POST /predict, /docs)
+serve: $(STAMP)
+	$(PY) app_score_api.py --host 127.0.0.1 --port 8000
+
+## Benchmark the online endpoint against mlflow models serve (needs wrk; see bench/README.md)
+bench-online: $(STAMP)
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	$(PY) bench/bench_online.py
+.PHONY: serve bench-online
+
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv

@@ -19,3 +19,30 @@ $PY registry.py list
 
 stage "4. Score sample records with the latest version" "score.py init()/run()"
 $PY score.py --sample 3
+
+stage "5. Serve the latest version online and call it" "managed online endpoint"
+# In a subshell with its own trap, so the API is stopped by its PID even when a step fails.
+(
+  API_PORT=${API_PORT:-$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+  API_URL="http://127.0.0.1:$API_PORT"
+  mkdir -p logs
+  $PY app_score_api.py --host 127.0.0.1 --port "$API_PORT" >>logs/score_api.log 2>&1 &
+  API_PID=$!
+  trap 'status=$?; kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null || true; echo "API stopped (pid $API_PID)"; exit $status' EXIT
+  for _ in $(seq 300); do
+    kill -0 "$API_PID" 2>/dev/null || { echo "the API exited: see logs/score_api.log" >&2; exit 1; }
+    curl -sf "$API_URL/ready" >/dev/null && break
+    sleep 0.1
+  done
+  echo "API pid $API_PID on $API_URL: $(curl -sf "$API_URL/ready")"
+  echo "\$ python client.py --url $API_URL --n 3"
+  $PY client.py --url "$API_URL" --n 3
+  PAYLOAD=$(mktemp)
+  $PY -c 'import json, score; print(json.dumps({"records": score.sample_records(1)}))' >"$PAYLOAD"
+  AUTH=()
+  [[ -n "${SCORING_API_KEY:-}" ]] && AUTH=(-H "Authorization: Bearer $SCORING_API_KEY")
+  echo "\$ curl -s $API_URL/predict -H 'Content-Type: application/json' -d @one_record.json"
+  curl -s "$API_URL/predict" -H 'Content-Type: application/json' "${AUTH[@]}" -d @"$PAYLOAD"
+  echo
+  rm -f "$PAYLOAD"
+)
