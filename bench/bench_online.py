@@ -1,0 +1,348 @@
+"""Benchmark the online endpoint against `mlflow models serve` of the same model version.
+
+Reads the training data (as train.py does); writes only under a temporary folder (a fresh
+registry, MLflow store and server logs), removed at the end, and prints the figures. With
+--output it also writes them as JSON.
+
+One run, one machine, one load generator (wrk, Debian's package), one worker per server, the
+servers started one at a time on free loopback ports:
+
+    endpoint   python app_score_api.py (this project)
+    mlflow     mlflow models serve -m <the version's MLflow model> --env-manager local -w 1
+    floor      bench/floor_app.py: FastAPI parsing the same body and answering a constant
+               (the framework floor: no endpoint in this framework can be faster)
+    in-process the scorer called directly (parse, validate, predict, encode; no HTTP)
+
+for 1-record and 100-record requests at concurrency 1 and 8. Before timing, it checks that
+every server's probabilities equal the pipeline's own predict_proba to 1e-9.
+
+    python bench/bench_online.py                 # or: make bench-online
+    python bench/bench_online.py --rounds 5 --duration 5 --output bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench_online")
+
+# wrk runs this script; done() prints one machine-readable line.
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH {\"requests\": %%d, \"duration_us\": %%d, \"socket_errors\": %%d, \"non2xx\": %%d, \"p50_us\": %%d, \"p99_us\": %%d}\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+class BenchError(Exception):
+    """An expected failure (wrk missing, a server that does not start), with the line to print."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post_json(url: str, payload: Any, timeout: float = 30) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Server:
+    """A server process in its own process group, stopped by that group's id."""
+
+    def __init__(self, name: str, command: list[str], port: int, ready_path: str, workdir: Path,
+                 env: dict[str, str], ready_probe: Any = None):
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
+        self.log_path = workdir / f"{name}.log"
+        with open(self.log_path, "w") as log_file:
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{name} exited while starting: see {self.log_path}:\n"
+                                 + self.log_path.read_text()[-2000:])
+            try:
+                if ready_probe is not None:
+                    ready_probe(self.url)
+                    break
+                with urllib.request.urlopen(self.url + ready_path, timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"{name} not ready after 120 s: see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the group this run started (uvicorn under mlflow)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path) -> dict[str, float]:
+    script = workdir / f"post_{len(body)}.lua"
+    script.write_text(WRK_SCRIPT % body.decode())
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(duration))}s", "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if out.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed against {url}: {out.stderr.strip() or out.stdout.strip()}")
+    raw = json.loads(line[len("BENCH "):])
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "rps": raw["requests"] / seconds,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "requests": raw["requests"],
+        "errors": raw["socket_errors"] + raw["non2xx"],
+    }
+
+
+def in_process(service: Any, body: bytes, duration: float) -> dict[str, float]:
+    """The scorer called directly on the raw body: what the endpoint does minus HTTP."""
+    import app_score_api
+    from score import extract_records
+
+    def once() -> bytes:
+        result = app_score_api._score(service, extract_records(app_score_api._parse(body)))
+        return app_score_api._json(result).body
+
+    for _ in range(50):
+        once()
+    times = []
+    end = time.perf_counter() + duration
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {
+        "rps": len(times) / sum(times),
+        "p50_ms": statistics.median(times) * 1000,
+        "p99_ms": times[int(len(times) * 0.99)] * 1000,
+        "requests": len(times),
+        "errors": 0,
+    }
+
+
+def prepare(workdir: Path) -> dict[str, Any]:
+    """Train one version with MLflow into workdir; its registry folder, MLflow model and sample records."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import mlflow
+    import train
+    from score import ModelService, sample_records
+
+    registry = workdir / "registry"
+    result = train.train(registry_dir=registry, artifacts_dir=workdir / "artifacts", use_mlflow=True)
+    mlflow_model = Path(mlflow.artifacts.download_artifacts(
+        f"runs:/{result.run_id}/model", dst_path=str(workdir / "mlflow_model")))
+    service = ModelService.from_registry(registry, result.version.version)
+    records = sample_records(100, features=service.features)
+    return {"registry": registry, "mlflow_model": mlflow_model, "service": service, "records": records,
+            "version": result.version.label, "run_id": result.run_id}
+
+
+def check_scores(name: str, url: str, records: list[dict], expected: Any, mlflow_style: bool) -> float:
+    """Largest difference between a server's probabilities and the pipeline's predict_proba."""
+    import numpy as np
+
+    if mlflow_style:
+        answer = post_json(url + "/invocations", {"dataframe_records": records})
+        got = np.asarray(answer["predictions"], dtype=float)
+        got = got[:, 1] if got.ndim == 2 else got
+    else:
+        answer = post_json(url + "/predict", {"records": records})
+        got = np.asarray([r["probability"] for r in answer["results"]], dtype=float)
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= 1e-9:
+        raise BenchError(f"{name} scores differ from the pipeline's predict_proba by {diff:.3g}")
+    return diff
+
+
+def run_benchmark(duration: int, warmup: int, rounds: int, sizes: list[int], concurrency: list[int]) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get install -y wrk")
+    import numpy as np
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-online-"))
+    servers: list[Server] = []
+    try:
+        log.info("training one version with MLflow in %s", workdir)
+        ctx = prepare(workdir)
+        records, service = ctx["records"], ctx["service"]
+        matrix = np.array([[r[f] for f in service.features] for r in records])
+        expected = service.model.predict_proba(matrix)[:, 1]  # the pipeline's own answer
+        bodies = {n: json.dumps({"records": records[:n]}).encode() for n in sizes}
+        mlflow_bodies = {n: json.dumps({"dataframe_records": records[:n]}).encode() for n in sizes}
+        env = {**os.environ, "PYTHONWARNINGS": "ignore",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env.pop("SCORING_API_KEY", None)
+        py = sys.executable
+
+        def floor_probe(url: str) -> None:
+            post_json(url + "/predict", {"records": records[:1]}, timeout=1)
+
+        plan = [
+            ("endpoint", [py, "app_score_api.py", "--host", "127.0.0.1", "--port", "{port}",
+                          "--registry-dir", str(ctx["registry"]), "--workers", "1"], "/ready", None, False),
+            ("mlflow", [str(Path(py).parent / "mlflow"), "models", "serve", "-m", str(ctx["mlflow_model"]),
+                        "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"], "/ping", None, True),
+            ("floor", [py, "-m", "uvicorn", "floor_app:app", "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
+                       "--port", "{port}", "--workers", "1", "--no-access-log", "--log-level", "warning"],
+             None, floor_probe, False),
+        ]
+        results: dict[str, Any] = {"version": ctx["version"], "duration_s": duration, "rounds": rounds,
+                                   "load_average": os.getloadavg(), "runs": {}, "score_diff": {}}
+        started: dict[str, tuple[Server, bool]] = {}
+        for name, command, ready_path, probe, mlflow_style in plan:
+            port = free_port()
+            log.info("starting %s on port %d", name, port)
+            server = Server(name, [c.replace("{port}", str(port)) for c in command], port, ready_path or "/",
+                            workdir, env, probe)
+            servers.append(server)
+            started[name] = (server, mlflow_style)
+            if name != "floor":
+                results["score_diff"][name] = check_scores(name, server.url, records, expected, mlflow_style)
+        # Idle servers cost nothing, so all run at once and take turns: each round measures every
+        # server on every case back to back, and the median round is reported. Load from other
+        # work on the machine then falls on all of them alike.
+        samples: dict[str, list[dict[str, float]]] = {}
+        for round_number in range(1, rounds + 1):
+            for n in sizes:
+                for c in concurrency:
+                    for name, (server, mlflow_style) in started.items():
+                        url = server.url + ("/invocations" if mlflow_style else "/predict")
+                        body = (mlflow_bodies if mlflow_style else bodies)[n]
+                        run_wrk(url, body, c, warmup, workdir)
+                        figures = run_wrk(url, body, c, duration, workdir)
+                        if figures["errors"]:
+                            raise BenchError(f"{name}: {figures['errors']} failed requests at {n} records, c={c}")
+                        samples.setdefault(f"{name}/{n}/{c}", []).append(figures)
+                        log.info("round %d %-9s %3d records c=%d: %8.0f req/s  p50 %.2f ms  p99 %.2f ms",
+                                 round_number, name, n, c, figures["rps"], figures["p50_ms"], figures["p99_ms"])
+            for n in sizes:
+                samples.setdefault(f"in-process/{n}/1", []).append(in_process(service, bodies[n], duration))
+        for key, runs in samples.items():
+            results["runs"][key] = {field: statistics.median(r[field] for r in runs) for field in runs[0]}
+            results["runs"][key]["rounds"] = runs
+        return results
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(results: dict[str, Any], sizes: list[int], concurrency: list[int]) -> str:
+    runs = results["runs"]
+    load = ", ".join(f"{v:.1f}" for v in results["load_average"])
+    lines = [f"model {results['version']}; one worker per server; median of {results['rounds']} rounds of "
+             f"{results['duration_s']} s per case; load average at start {load}",
+             "", "| server | records | concurrency | req/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("endpoint", "mlflow", "floor", "in-process"):
+        for n in sizes:
+            for c in (concurrency if name != "in-process" else [1]):
+                r = runs[f"{name}/{n}/{c}"]
+                lines.append(f"| {name} | {n} | {c if name != 'in-process' else '-'} | {r['rps']:,.0f} | "
+                             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    lines += ["", "| ratio (req/s) | " + " | ".join(f"{n} rec, c={c}" for n in sizes for c in concurrency) + " |",
+              "| --- | " + " | ".join("---:" for _ in sizes for _ in concurrency) + " |"]
+    for label, other in (("endpoint / mlflow", "mlflow"), ("endpoint / framework floor", "floor")):
+        cells = [f"{runs[f'endpoint/{n}/{c}']['rps'] / runs[f'{other}/{n}/{c}']['rps']:.2f}x"
+                 for n in sizes for c in concurrency]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("- largest |probability - pipeline predict_proba| over 100 records: "
+                 + ", ".join(f"{k} {v:.1e}" for k, v in results["score_diff"].items()))
+    checks = []
+    if "endpoint/1/8" in runs and "mlflow/1/8" in runs:
+        ratio = runs["endpoint/1/8"]["rps"] / runs["mlflow/1/8"]["rps"]
+        checks.append(f"- 1 record c=8 vs mlflow {ratio:.1f}x (target >= 15x): {'met' if ratio >= 15 else 'MISSED'}")
+    if "endpoint/100/8" in runs and "mlflow/100/8" in runs:
+        ratio = runs["endpoint/100/8"]["rps"] / runs["mlflow/100/8"]["rps"]
+        checks.append(f"- 100 records c=8 vs mlflow {ratio:.1f}x (target >= 8x): {'met' if ratio >= 8 else 'MISSED'}")
+    if "endpoint/1/1" in runs:
+        p99 = runs["endpoint/1/1"]["p99_ms"]
+        checks.append(f"- p99 at c=1, 1 record {p99:.2f} ms (target < 2 ms): {'met' if p99 < 2 else 'MISSED'}")
+    return "\n".join(lines + checks)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers of at least 1, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Benchmark app_score_api.py against mlflow models serve, a framework floor and the "
+                    "scorer in process, with wrk.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=int, default=3, help="seconds per measured wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every case on every server; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load before each run")
+    parser.add_argument("--sizes", type=_int_list, default=[1, 100], help="records per request")
+    parser.add_argument("--concurrency", type=_int_list, default=[1, 8], help="open connections")
+    parser.add_argument("--output", type=Path, default=None, help="also write the figures here as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    sys.path.insert(0, str(ROOT))
+    try:
+        results = run_benchmark(args.duration, args.warmup, args.rounds, args.sizes, args.concurrency)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report(results, args.sizes, args.concurrency))
+    if args.output is not None:
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
