@@ -40,7 +40,7 @@ azureml-conda:
 
 ## Serve score.py with Azure ML's inference server on http://127.0.0.1:5001 (latest local version)
 azureml-serve: $(AZ_STAMP)
-	@latest=$$(ls -d local_registry/model_v* 2>/dev/null | sort | tail -n 1); \
+	@latest=$$(ls -d local_registry/model_v* 2>/dev/null | sort -V | tail -n 1); \
 	test -n "$$latest" || { echo "error: no model registered: run make train" >&2; exit 1; }; \
 	tmp=$$(mktemp -d); ln -s "$(CURDIR)/$$latest" "$$tmp/"; \
 	echo "serving $$latest as $$tmp/$$(basename $$latest)"; \
