@@ -181,3 +181,43 @@ def test_readme_sample_request_scores(server, service):
     assert answer.status_code == 200, answer.text
     assert answer.json() == service.score_payload(body)
     assert len(answer.json()["results"]) == len(body["data"]) == 2
+
+
+# ----- the same answers as the project's own endpoint (app_score_api.py) ------------------
+@pytest.fixture(scope="module")
+def fastapi_client(trained_registry, service):
+    """app_score_api serving the same version, in process (lifespan runs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette's note about its httpx client
+        from fastapi.testclient import TestClient
+
+    import app_score_api
+
+    app = app_score_api.create_app(registry_dir=trained_registry, model_version=service.version)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_same_results_as_the_fastapi_endpoint(server, fastapi_client, service, sample_records):
+    records = sample_records[:10]
+    rows = [[record[name] for name in service.features] for record in records]
+    api = fastapi_client.post("/predict", json={"records": records})
+    assert api.status_code == 200, api.text
+    assert api.json()["model_version"] == service.version
+    for body in ({"records": records}, {"data": records}, {"data": rows}):
+        azure = _score(server, body)
+        assert azure.status_code == 200, azure.text
+        assert azure.json() == api.json(), f"body shape {list(body)} differs"
+
+
+def test_bad_record_same_message_as_the_fastapi_endpoint(server, fastapi_client, service, sample_records):
+    records = copy.deepcopy(sample_records[:4])
+    records[2][service.features[7]] = None
+    api = fastapi_client.post("/predict", json={"records": records})
+    azure = _score(server, {"records": records})
+    assert (api.status_code, azure.status_code) == (422, 400)
+    assert azure.json()["message"] == api.json()["detail"] == (
+        f"record 2, feature {service.features[7]!r}: expected a number, got null")
+    assert (api.json()["record"], api.json()["feature"]) == (2, service.features[7])
