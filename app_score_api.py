@@ -7,7 +7,7 @@ already in flight finish on the version they started with. Writes nothing to dis
 line per request goes to stderr.
 
     python app_score_api.py --host 127.0.0.1 --port 8000 [--workers N]
-    uvicorn app_score_api:app --host 127.0.0.1 --port 8000
+    uvicorn app_score_api:app --host 127.0.0.1 --port 8000 --no-access-log
 
 Routes: POST /predict, GET /health (liveness), GET /ready (readiness), GET /model, GET /docs
 (Swagger UI served from the app itself, so it works offline).
@@ -158,7 +158,7 @@ class ServingState:
                 self.reason = NO_MODEL
             return
         if self.pinned is not None:
-            if self.service is not None:
+            if self.service is not None or self.pinned in self.rejected:
                 return
             if self.pinned not in available:
                 shown = ", ".join(version_label(v) for v in available)

@@ -317,6 +317,16 @@ def test_pinned_version_missing_is_503(serve):
         assert predict(client, {"records": [EXAMPLE_RECORD]}).status_code == 503
 
 
+def test_pinned_version_failing_its_checksum_is_503(serve, registry):
+    number = register_tampered(registry)
+    with serve(MODEL_VERSION=str(number)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert "has been modified" in ready.json()["detail"]
+        assert "refusing to load it" in predict(client, {"records": [EXAMPLE_RECORD]}).json()["detail"]
+        assert client.app.state.serving.rejected == {number}
+
+
 def test_new_version_is_served_without_restart(serve, registry):
     with serve() as client:
         assert client.get("/ready").json()["model_version"] == "v002"
