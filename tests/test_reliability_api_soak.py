@@ -1,0 +1,222 @@
+"""A bounded soak of the online endpoint on loopback, while new versions are registered.
+
+A real `python app_score_api.py` (uvicorn, API key set) on a free 127.0.0.1 port takes a few
+thousand /predict requests from concurrent clients while the registry gets a new version every
+couple of seconds, one of them tampered. Every request must answer 200 from a version that was
+registered (never the tampered one), the served version must move forward to the newest good
+one without a restart, and the key must never appear in the server's log. p50/p99 latency are
+reported (not asserted: speed targets belong in bench/).
+
+Sizes: RELIABILITY_SOAK_REQUESTS (default 3000), RELIABILITY_SOAK_CONCURRENCY (default 16),
+RELIABILITY_SOAK_REGISTER_SECONDS (default 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import reliability_figures as figures
+from conftest import ROOT, free_port
+from registry import METADATA_FILE, Registry, version_label, version_name
+
+API_KEY = "soak-key-3b9f61d2c7"
+REQUESTS = figures.count("RELIABILITY_SOAK_REQUESTS", 3000)
+CONCURRENCY = figures.count("RELIABILITY_SOAK_CONCURRENCY", 16)
+REGISTER_SECONDS = float(os.environ.get("RELIABILITY_SOAK_REGISTER_SECONDS", "2"))
+
+
+def register_copy(root: Path, source: int = 1) -> int:
+    """A new version holding an existing version's files (no training: registration is the point)."""
+    reg = Registry(root)
+    src = reg.get(source)
+
+    def write(staging: Path) -> None:
+        for name in ("model.joblib", "metrics.json"):
+            shutil.copy(src.path / name, staging / name)
+
+    metadata = {k: v for k, v in src.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
+    return reg.register(write, metadata).version
+
+
+def register_tampered(root: Path, source: int = 1) -> int:
+    """A complete-looking version whose model.joblib no longer matches its recorded sha256."""
+    reg = Registry(root)
+    number = max(reg.versions()) + 1
+    staging = root / ".staging-tampered"
+    shutil.copytree(reg.get(source).path, staging)
+    meta = json.loads((staging / METADATA_FILE).read_text())
+    meta["version"] = number
+    (staging / METADATA_FILE).write_text(json.dumps(meta))
+    with open(staging / "model.joblib", "ab") as handle:
+        handle.write(b"\0")
+    os.rename(staging, root / version_name(number))
+    return number
+
+
+class Server:
+    """`python app_score_api.py` on a free loopback port, polled until ready, stopped by its PID."""
+
+    def __init__(self, registry: Path, log_path: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "w") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "app_score_api.py", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--registry-dir", str(registry), "--reload-seconds", "0.2"],
+                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log_path.read_text()}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"server not up:\n{self.log_path.read_text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def soak_server(tmp_path_factory, trained_registry):
+    base = tmp_path_factory.mktemp("soak")
+    registry = base / "registry"
+    registry.mkdir()
+    shutil.copytree(trained_registry / "model_v001", registry / "model_v001")
+    server = Server(registry, base / "server.log", {"SCORING_API_KEY": API_KEY})
+    try:
+        server.wait_ready()
+        yield server, registry
+    finally:
+        server.stop()
+
+
+async def _load(url: str, body: bytes, total: int, concurrency: int, headers: dict[str, str]):
+    """Send `total` requests from `concurrency` workers; (latencies in s, answers)."""
+    latencies: list[float] = []
+    answers: list[tuple[int, str | None, str | None, int]] = []
+    sent = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent
+        while sent < total:
+            sent += 1
+            start = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/predict", content=body, headers=headers)
+            except httpx.HTTPError as exc:  # a failed request is a finding, not a crash of the test
+                latencies.append(time.perf_counter() - start)
+                answers.append((0, None, f"{type(exc).__name__}: {exc}", 0))
+                continue
+            latencies.append(time.perf_counter() - start)
+            version, results = None, 0
+            if response.status_code == 200:
+                data = response.json()
+                version, results = data.get("model_version"), len(data.get("results", []))
+                if response.headers.get("x-model-version") != version:
+                    version = f"header {response.headers.get('x-model-version')} != body {version}"
+            answers.append((response.status_code, version, None if response.status_code == 200 else response.text,
+                            results))
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return latencies, answers
+
+
+def test_soak_while_versions_are_registered(soak_server, sample_records):
+    server, registry = soak_server
+    records = sample_records[:3]
+    body = json.dumps({"records": records}).encode()
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    registered = {version_label(v) for v in Registry(registry).versions()}
+    tampered: set[str] = set()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def register_every_few_seconds() -> None:
+        try:
+            rounds = 0
+            while not stop.wait(REGISTER_SECONDS):
+                rounds += 1
+                if rounds == 2:  # one tampered version in the middle: it must never be served
+                    tampered.add(version_label(register_tampered(registry)))
+                else:
+                    registered.add(version_label(register_copy(registry)))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    registrar = threading.Thread(target=register_every_few_seconds, daemon=True)
+    started = time.perf_counter()
+    registrar.start()
+    try:
+        latencies, answers = asyncio.run(_load(server.url, body, REQUESTS, CONCURRENCY, headers))
+    finally:
+        stop.set()
+        registrar.join(timeout=30)
+    elapsed = time.perf_counter() - started
+    assert not errors, errors
+
+    failures = [a for a in answers if a[0] != 200 or a[3] != len(records)]
+    unknown = [a for a in answers if a[0] == 200 and a[1] not in registered]
+    served = sorted({a[1] for a in answers if a[0] == 200 and a[1] in registered})
+    ms = np.array(latencies) * 1000
+    figures.record("soak", requests=len(answers), failures=len(failures), unknown_versions=len(unknown),
+                   concurrency=CONCURRENCY, p50_ms=round(float(np.percentile(ms, 50)), 2),
+                   p99_ms=round(float(np.percentile(ms, 99)), 2), max_ms=round(float(ms.max()), 2),
+                   seconds=round(elapsed, 1), requests_per_second=round(len(answers) / elapsed, 1),
+                   versions_registered=len(registered) - 1 + len(tampered), versions_served=served,
+                   tampered_versions=sorted(tampered))
+    print(f"\nsoak: {len(answers)} requests at concurrency {CONCURRENCY} in {elapsed:.1f}s, "
+          f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, served {served}")
+
+    assert len(answers) == REQUESTS
+    assert not failures, failures[:5]
+    assert not unknown, unknown[:5]
+    assert not {a[1] for a in answers} & tampered, "a tampered version was served"
+    assert len(registered) >= 2, "no version was registered during the soak: make it longer"
+
+    # After the soak the newest good version is served, never the tampered one.
+    newest = max(registered)
+    deadline = time.monotonic() + 30
+    while (ready := httpx.get(f"{server.url}/ready").json()).get("model_version") != newest:
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.05)
+    log_text = server.log_path.read_text()
+    for label in tampered:
+        assert f"not serving {label}" in log_text
+
+
+def test_key_is_never_in_the_server_log(soak_server):
+    server, _ = soak_server
+    for headers in ({"authorization": f"Bearer {API_KEY}x"}, {"authorization": API_KEY},
+                    {"authorization": f"Basic {API_KEY}"}, {"x-api-key": API_KEY}):
+        assert httpx.post(f"{server.url}/predict", json={"records": []}, headers=headers).status_code == 401
+    assert httpx.get(f"{server.url}/model", headers={"authorization": f"Bearer {API_KEY}"}).status_code == 200
+    log_text = server.log_path.read_text()
+    assert "POST /predict 401" in log_text and "POST /predict 200" in log_text
+    assert API_KEY not in log_text and API_KEY[:8] not in log_text
