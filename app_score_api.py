@@ -12,8 +12,8 @@ line per request goes to stderr.
 Routes: POST /predict, GET /health (liveness), GET /ready (readiness), GET /model, GET /docs
 (Swagger UI served from the app itself, so it works offline).
 
-Environment: SCORING_API_KEY (when set, /predict and /model need `Authorization: Bearer
-<key>`), MODEL_VERSION (pin), SCORING_MAX_RECORDS (default 10000), SCORING_RELOAD_SECONDS
+Environment: SCORING_API_KEY (when set, every route but /health and /ready needs
+`Authorization: Bearer <key>`, /docs and /openapi.json included), MODEL_VERSION (pin), SCORING_MAX_RECORDS (default 10000), SCORING_RELOAD_SECONDS
 (registry poll interval, default 1), LOCAL_REGISTRY_DIR.
 
 Azure ML counterpart: a managed online endpoint with key auth and one deployment; the
@@ -325,6 +325,23 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
         docs_url=None,
         redoc_url=None,
     )
+
+    class DocsGuard:
+        """With a key set, the schema and the docs need it too: only the health routes are open."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"].startswith(("/docs", "/openapi.json")):
+                state = holder.get("state")
+                header = dict(scope["headers"]).get(b"authorization")
+                if state is not None and not state.authorized(header.decode("latin-1") if header else None):
+                    await _unauthorized()(scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+
+    app.add_middleware(DocsGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
 
     import swagger_ui_bundle  # the Swagger UI files, pinned in requirements.txt

@@ -178,22 +178,44 @@ class ModelService:
         """Probability of class 1 for each row of a validated matrix."""
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
-        if self._direct is not None:
-            return self._direct(matrix)
-        return self.model.predict_proba(matrix)[:, 1]
+        return self._class_proba(matrix)[:, 1]
 
     def predict(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(prediction 0/1, probability of class 1); the prediction is the pipeline's own."""
         if matrix.shape[0] == 0:
             empty = np.empty(0, dtype=np.float64)
             return empty.astype(np.int64), empty
+        proba = self._class_proba(matrix)
+        classes = np.asarray(self.model.classes_)
+        return classes[proba.argmax(axis=1)].astype(np.int64), proba[:, 1]
+
+    def _class_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Both classes' probabilities; a RecordError for the first row the model cannot score.
+
+        Finite inputs can still overflow inside the model (1e306 divided by a small scale is
+        infinite): the pipeline then raises and the direct path gives NaN. Either way that row
+        is the caller's error, not the server's.
+        """
         if self._direct is not None:
             positive = self._direct(matrix)
             proba = np.stack([1 - positive, positive], axis=1)
         else:
-            proba = self.model.predict_proba(matrix)
-        classes = np.asarray(self.model.classes_)
-        return classes[proba.argmax(axis=1)].astype(np.int64), proba[:, 1]
+            try:
+                proba = self.model.predict_proba(matrix)
+            except ValueError:
+                proba = np.vstack([self._row_proba(row) for row in matrix])
+        unscorable = ~np.isfinite(proba).all(axis=1)
+        if unscorable.any():
+            raise RecordError(int(unscorable.argmax()), None,
+                              "values too large for the model to score (its arithmetic overflows); "
+                              "send values in the range of the training data")
+        return proba
+
+    def _row_proba(self, row: np.ndarray) -> np.ndarray:
+        try:
+            return self.model.predict_proba(row.reshape(1, -1))
+        except ValueError:
+            return np.full((1, len(self.model.classes_)), np.nan)
 
     def score_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """[{input, prediction, probability}] for each record, in order."""

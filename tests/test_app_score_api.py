@@ -274,10 +274,12 @@ def test_key_auth(serve, caplog):
         good = {"authorization": f"Bearer {key}"}
         assert predict(client, {"records": [EXAMPLE_RECORD]}, **good).status_code == 200
         assert client.get("/model", headers=good).status_code == 200
-        # Health routes and docs stay open.
+        # Only the health routes stay open; the docs and the schema need the key too.
         assert client.get("/health").status_code == 200
         assert client.get("/ready").status_code == 200
-        assert client.get("/docs").status_code == 200
+        for path in ("/docs", "/openapi.json", "/docs-assets/swagger-ui.css"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers=good).status_code == 200
     assert "POST /predict 401" in caplog.text and "POST /predict 200" in caplog.text
     assert key not in caplog.text
 

@@ -29,7 +29,8 @@ from app_score_api import create_app
 TOTAL = figures.count("RELIABILITY_FUZZ_EXAMPLES", 1200)
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
 # The share of the requests each generator gets.
-SHARES = {"valid": 0.3, "invalid records": 0.3, "bad bodies": 0.3, "methods and paths": 0.1}
+SHARES = {"valid": 0.25, "invalid records": 0.25, "extreme values": 0.15, "bad bodies": 0.25,
+          "methods and paths": 0.1}
 
 
 def _settings(share: str):
@@ -106,9 +107,15 @@ def fuzz(fuzz_app):
 
 
 # ----- strategies --------------------------------------------------------------------------------
+# Numbers a real caller sends (wide, but far from overflowing the model's arithmetic).
 finite = st.one_of(
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.integers(min_value=-(10**15), max_value=10**15),
+    st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
+    st.integers(min_value=-(10**12), max_value=10**12),
+)
+# Finite, but big enough to overflow inside the model: 200 or a 422 naming the record.
+extreme = st.one_of(
+    st.floats(min_value=1e150, max_value=1.7e308), st.floats(min_value=-1.7e308, max_value=-1e150),
+    st.integers(min_value=10**200, max_value=10**308),
 )
 # Anything JSON can carry that is not a finite number.
 not_a_number = st.one_of(
@@ -189,6 +196,29 @@ def test_invalid_records_are_422_naming_record_and_feature(fuzz):
         assert detail["record"] == bad and f"record {bad}" in detail["detail"]
         if how != "not an object":
             assert detail["feature"] == feature
+
+    try:
+        run()
+    finally:
+        fuzz.record()
+    assert not fuzz.problems, fuzz.problems[:10]
+
+
+def test_extreme_values_score_or_are_422(fuzz):
+    @_settings("extreme values")
+    @seed(SEED)
+    @given(data=st.data())
+    def run(data):
+        n = data.draw(st.integers(min_value=1, max_value=4), label="records")
+        records = [{name: data.draw(finite) for name in fuzz.features} for _ in range(n)]
+        for name in data.draw(st.lists(st.sampled_from(fuzz.features), min_size=1, max_size=6, unique=True)):
+            records[data.draw(st.integers(min_value=0, max_value=n - 1))][name] = data.draw(extreme)
+        response = fuzz.send("POST", "/predict", _dumps({"records": records}),
+                             {"content-type": "application/json"}, records)
+        assert response.status_code in (200, 422), response.text
+        if response.status_code == 422:
+            detail = response.json()
+            assert 0 <= detail["record"] < n and "too large" in detail["detail"]
 
     try:
         run()

@@ -155,3 +155,22 @@ def test_cli_empty_registry(tmp_path):
     run = run_script("score.py", "--registry-dir", str(tmp_path))
     assert run.returncode == 1
     assert run.stderr.strip() == f"error: no model registered in {tmp_path}: run python train.py"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct path", "pipeline path"])
+def test_values_too_large_for_the_model_are_a_record_error(service, sample_records, direct):
+    """Finite inputs can overflow inside the model (1e306 / a small scale): a RecordError, never NaN."""
+    from score import ModelService, RecordError
+
+    scorer = ModelService(service.model, service.version, service.features, service.metadata, service.metrics)
+    if not direct:
+        scorer._direct = None
+    # Two features whose scaled values overflow to +inf and -inf in the logit: inf - inf.
+    scaler, classifier = service.model.steps[0][1], service.model.steps[1][1]
+    small = [i for i in range(len(service.features)) if scaler.scale_[i] < 1][:2]
+    records = [dict(r) for r in sample_records[:3]]
+    for i, sign in zip(small, (1, -1)):
+        records[1][service.features[i]] = sign * float(np.sign(classifier.coef_[0, i])) * 1.7e308
+    with pytest.raises(RecordError, match=r"record 1: values too large for the model to score"):
+        scorer.score_records(records)
+    assert scorer.score_records(records[:1])[0]["probability"] == service.score_records(records[:1])[0]["probability"]
