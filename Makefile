@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZ_VENV := .venv-azureml
 AZ_STAMP := $(AZ_VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .DEFAULT_GOAL := help
 
@@ -21,8 +22,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
+# Azurite (the Azure Storage emulator) from npm into ./node_modules, as pinned in package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
 ## Create .venv and install the pinned requirements (done by demo and test when missing)
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(AZ_STAMP): requirements-azureml.txt
 	@test -x $(AZ_VENV)/bin/python || $(PYTHON) -m venv $(AZ_VENV)
@@ -51,7 +57,7 @@ demo: $(STAMP)
 	@bash scripts/demo.sh
 
 ## Run the test suite
-test: $(STAMP) $(AZ_STAMP)
+test: $(STAMP) $(AZ_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
 
 ## Train one more model version
@@ -86,9 +92,14 @@ bench-online: $(STAMP)
 	$(PY) bench/bench_online.py
 .PHONY: serve bench-online
 
+## Start Azurite's blob service on 127.0.0.1:10000 (data in .azurite/) for --storage blob
+azurite: $(NODE_STAMP)
+	node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort 10000 --location .azurite \
+		--skipApiVersionCheck --disableTelemetry
+
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo test train registry mlflow-ui diagrams reliability clean
+.PHONY: help install demo test train registry mlflow-ui diagrams reliability azurite clean

@@ -89,3 +89,60 @@ def sample_records(service) -> list[dict]:
     from score import sample_records as sample
 
     return sample(20, data_path=Path("/nonexistent"), features=service.features)
+
+
+# ----- Azurite (blob storage emulator) from the npm package --------------------------------------
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
+
+
+def azurite_connection_string(port: int) -> str:
+    """The Azurite development account's connection string for a blob endpoint on `port`."""
+    import storage
+
+    return storage.AZURITE_CONNECTION_STRING.replace("127.0.0.1:10000", f"127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """A real Azurite blob service on a free loopback port (in memory); yields its connection string.
+
+    Installed by `make install` (npm ci); the tests that use it never skip.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not AZURITE_BIN.exists():
+        raise RuntimeError(f"{AZURITE_BIN} is missing: run `make install` (it runs npm ci)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite")
+    log_file = open(workdir / "azurite.log", "wb")
+    proc = subprocess.Popen(
+        [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+         "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}/devstoreaccount1?comp=list"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"azurite exited with {proc.returncode}: {(workdir / 'azurite.log').read_text()[-500:]}")
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (403 without a signature): it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("azurite did not start listening within 30 s") from None
+                time.sleep(0.05)
+        yield azurite_connection_string(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log_file.close()

@@ -1,0 +1,420 @@
+"""Score one CSV file with a registered model version, streaming it in chunks.
+
+Reads a raw file (`raw/new_data_YYYYMMDD.csv`, or any CSV given by --input) and writes the
+curated file (`curated/predictions_YYYYMMDD.csv`, or --output): the input's columns in
+their order with their original text, then `prediction` (0/1), `score` (the probability
+of class 1) and `model_version`. Features are taken by name, whatever the column order.
+Prints a JSON summary (row count, min/max/mean score, model version) on stdout.
+
+    python batch_score.py --input raw/new_data_20261126.csv --output curated/predictions_20261126.csv
+    python batch_score.py --date 2026-11-26 --storage blob
+
+The file is read and written in blocks with pyarrow, so memory stays flat however large
+the file. Every feature cell is checked before anything is written: an empty or
+non-numeric cell fails the run naming its row and column, and the output appears only
+when the whole file has been scored (local: temporary name then rename; blob: staged
+blocks committed at the end).
+
+The same file is an Azure ML batch deployment's scoring script: `init()` loads the model
+once and `run(mini_batch)` takes a list of file paths and returns a DataFrame of scored rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+
+import settings
+import storage
+from registry import RegistryError
+from score import ModelService
+
+log = logging.getLogger("batch_score")
+
+OUTPUT_COLUMNS = ("prediction", "score", "model_version")
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024  # bytes of CSV per chunk (about 15,000 rows of 31 columns)
+PROGRESS_EVERY_S = 5.0
+
+ChunkCallback = Callable[[np.ndarray, np.ndarray], None]
+
+
+class BatchError(ValueError):
+    """An input the batch scorer cannot accept; the message says which file, row and column."""
+
+
+class BatchRowError(BatchError):
+    """One cell is not a usable feature value; `row` is the data row number (header excluded)."""
+
+    def __init__(self, source: str, row: int, column: str, value: str, reason: str):
+        self.source, self.row, self.column, self.value = source, row, column, value
+        super().__init__(f"{source}: row {row} (file line {row + 1}), column {column!r}: {reason}")
+
+
+@dataclass
+class BatchSummary:
+    """What a scoring pass saw: the numbers a run log needs."""
+
+    input: str
+    output: str
+    row_count: int
+    min_score: float | None
+    max_score: float | None
+    mean_score: float | None
+    predicted_positive: int
+    model_version: str
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScoredChunk:
+    """One block of the input, validated and scored."""
+
+    table: Any  # pyarrow.Table: the input's columns as text, then prediction, score, model_version
+    matrix: np.ndarray  # float64 features in the model's order
+    predictions: np.ndarray
+    scores: np.ndarray
+    first_row: int  # data row number of the chunk's first row (1-based, header excluded)
+
+
+# ----- reading and validating ----------------------------------------------------------------
+def read_header(source: BinaryIO, source_name: str) -> list[str]:
+    """The column names on the first line of `source`, leaving the stream at the first row."""
+    line = source.readline()
+    if not line.strip():
+        raise BatchError(f"{source_name} is empty: expected a header line with the feature names")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BatchError(f"{source_name}: the header line is not UTF-8 text") from None
+    names = next(csv.reader([text.rstrip("\r\n")]))
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BatchError(f"{source_name}: duplicate column names in the header: {', '.join(duplicates)}")
+    return names
+
+
+def check_columns(names: list[str], features: list[str], source_name: str) -> None:
+    """Every feature present and no column the output would add; else BatchError naming them."""
+    present = set(names)
+    missing = [f for f in features if f not in present]
+    if missing:
+        raise BatchError(
+            f"{source_name}: missing feature column(s) {', '.join(repr(m) for m in missing)}; "
+            f"the model needs all of: {', '.join(features)}"
+        )
+    clash = [c for c in OUTPUT_COLUMNS if c in present]
+    if clash:
+        raise BatchError(f"{source_name}: input already has column(s) {', '.join(clash)}, which the output adds")
+
+
+def open_scored(source: BinaryIO, service: ModelService, *, source_name: str = "input",
+                block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[list[str], Iterator[ScoredChunk]]:
+    """Read and check the header of `source` now; returns (column names, scored chunks)."""
+    names = read_header(source, source_name)
+    check_columns(names, service.features, source_name)
+    return names, _iter_scored(source, names, service, source_name, block_size)
+
+
+def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, source_name: str,
+                 block_size: int) -> Iterator[ScoredChunk]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    positions = [names.index(f) for f in service.features]
+    bad_rows: list[Any] = []
+
+    def on_invalid(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    def fail(exc: Exception, done: int) -> BatchError:
+        if bad_rows:
+            row = bad_rows[0]
+            return BatchError(
+                f"{source_name}: malformed row after row {done}: expected {row.expected_columns} "
+                f"values, got {row.actual_columns}: {row.text[:80]!r}"
+            )
+        return BatchError(f"{source_name}: cannot parse CSV after row {done}: {exc}")
+
+    # Every column is read as text: features are parsed below so that a bad cell can be named,
+    # and the other columns pass through exactly as they were written.
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc) and not bad_rows:
+            return  # a header and no rows
+        raise fail(exc, 0) from None
+    version = np.array([service.version])
+    done = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as exc:
+            raise fail(exc, done) from None
+        n = batch.num_rows
+        if n == 0:
+            continue
+        matrix = np.empty((n, len(positions)), dtype=np.float64, order="F")
+        for j, pos in enumerate(positions):
+            column = batch.column(pos)
+            try:
+                matrix[:, j] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                index = _first_unparsable(column, pc, pa)
+                raise _cell_error(source_name, done + index + 1, service.features[j], column[index].as_py(), "not a number") from None
+        if not np.isfinite(matrix).all():
+            index, j = map(int, np.argwhere(~np.isfinite(matrix))[0])
+            value = batch.column(positions[j])[index].as_py()
+            raise _cell_error(source_name, done + index + 1, service.features[j], value, "not a finite number")
+        predictions, scores = service.predict(matrix)
+        table = pa.Table.from_batches([batch]).append_column(
+            "prediction", pa.array(predictions)
+        ).append_column("score", pa.array(scores)).append_column(
+            "model_version", pa.array(np.repeat(version, n))
+        )
+        yield ScoredChunk(table, matrix, predictions, scores, done + 1)
+        done += n
+
+
+def _first_unparsable(column, pc, pa) -> int:
+    """Index of the first cell of a text column that does not parse as a number (binary search)."""
+    lo, hi = 0, len(column)  # the first bad cell is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(column.slice(lo, mid - lo), pa.float64())
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return lo
+
+
+def _cell_error(source: str, row: int, column: str, value: str, what: str) -> BatchRowError:
+    if value is None or value == "":
+        reason = "empty value, expected a number"
+    else:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        reason = f"expected a number, got {shown!r} ({what})"
+    return BatchRowError(source, row, column, value, reason)
+
+
+# ----- writing -------------------------------------------------------------------------------
+_NEEDS_QUOTES = r'[",\r\n]'
+
+
+def _header_line(names: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(names)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _write_chunk(table, sink: BinaryIO, text_columns: list[int]) -> None:
+    """Append a chunk's rows as CSV; quote only when a text cell needs it (as csv would)."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    needs = any(pc.any(pc.match_substring_regex(table.column(i), _NEEDS_QUOTES)).as_py() for i in text_columns)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if needs else "none")
+    pacsv.write_csv(table, sink, options)
+
+
+class _Progress:
+    """Logs rows scored every few seconds, with the share of bytes read when the size is known."""
+
+    def __init__(self, source: BinaryIO, name: str, total_bytes: int | None):
+        self.source, self.name, self.total = source, name, total_bytes
+        self.start = self.last = time.perf_counter()
+
+    def update(self, rows: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        share = ""
+        if self.total:
+            try:
+                share = f", {min(self.source.tell() / self.total, 1.0):.0%} of the file"
+            except (OSError, ValueError, AttributeError):
+                share = ""
+        log.info("%s: %s rows scored in %.0f s%s", self.name, f"{rows:,}", now - self.start, share)
+
+
+def score_stream(source: BinaryIO, sink: BinaryIO, service: ModelService, *,
+                 on_chunk: ChunkCallback | None = None, source_name: str = "input", sink_name: str = "output",
+                 block_size: int = DEFAULT_BLOCK_SIZE, total_bytes: int | None = None) -> BatchSummary:
+    """Score a CSV stream into `sink`, chunk by chunk; returns the summary.
+
+    `on_chunk(matrix, scores)` is called for every chunk with the validated float64 feature
+    matrix (columns in `service.features` order) and the chunk's scores, so that monitoring
+    can gather statistics in the same pass. The caller makes the sink atomic: when this
+    raises, the sink holds a partial file that must be discarded.
+    """
+    started = time.perf_counter()
+    rows = positives = 0
+    low, high, total = np.inf, -np.inf, 0.0
+    progress = _Progress(source, source_name, total_bytes)
+    names, chunks = open_scored(source, service, source_name=source_name, block_size=block_size)
+    sink.write(_header_line(names + list(OUTPUT_COLUMNS)))
+    # Text cells that may need quoting: the pass-through columns that are not features, and
+    # model_version. Features parsed as numbers cannot hold a comma, a quote or a newline.
+    features = set(service.features)
+    text_columns = [i for i, n in enumerate(names) if n not in features] + [len(names) + 2]
+    for chunk in chunks:
+        if on_chunk is not None:
+            on_chunk(chunk.matrix, chunk.scores)
+        _write_chunk(chunk.table, sink, text_columns)
+        n = len(chunk.scores)
+        rows += n
+        positives += int(chunk.predictions.sum())
+        low, high = min(low, float(chunk.scores.min())), max(high, float(chunk.scores.max()))
+        total += float(chunk.scores.sum())
+        progress.update(rows)
+    return BatchSummary(
+        input=source_name, output=sink_name, row_count=rows,
+        min_score=low if rows else None, max_score=high if rows else None,
+        mean_score=total / rows if rows else None, predicted_positive=positives,
+        model_version=service.version, duration_s=round(time.perf_counter() - started, 3),
+    )
+
+
+def score_file(input_path: Path, output_path: Path, service: ModelService, *,
+               on_chunk: ChunkCallback | None = None, block_size: int = DEFAULT_BLOCK_SIZE) -> BatchSummary:
+    """Score a local CSV into a local CSV, written atomically (temporary name, then rename)."""
+    try:
+        source = open(input_path, "rb")
+    except FileNotFoundError:
+        raise storage.StorageNotFound(f"{input_path} does not exist") from None
+    except OSError as exc:
+        raise storage.StorageError(f"cannot read {input_path}: {exc.strerror}") from None
+    with source, storage.atomic_write(Path(output_path)) as sink:
+        return score_stream(
+            source, sink, service, on_chunk=on_chunk, source_name=str(input_path), sink_name=str(output_path),
+            block_size=block_size, total_bytes=os.fstat(source.fileno()).st_size,
+        )
+
+
+def score_named(store, raw: str, curated: str, service: ModelService, *,
+                on_chunk: ChunkCallback | None = None, block_size: int = DEFAULT_BLOCK_SIZE) -> BatchSummary:
+    """Score the raw zone's `raw` into the curated zone's `curated` on either backend."""
+    source_name, sink_name = store.location(storage.RAW, raw), store.location(storage.CURATED, curated)
+    with store.open_raw(raw) as source, store.write_curated(curated) as sink:
+        return score_stream(source, sink, service, on_chunk=on_chunk, source_name=source_name,
+                            sink_name=sink_name, block_size=block_size)
+
+
+# ----- Azure ML batch deployment contract ----------------------------------------------------
+_service: ModelService | None = None
+
+
+def init() -> None:
+    """Called once per worker: load from $AZUREML_MODEL_DIR, else the latest local version."""
+    global _service
+    model_dir = os.environ.get("AZUREML_MODEL_DIR")
+    if model_dir:
+        _service = ModelService.from_model_dir(model_dir)
+    else:
+        _service = ModelService.from_registry(settings.registry_dir(), os.environ.get("MODEL_VERSION", "latest"))
+    log.info("batch_score.init loaded model %s", _service.version)
+
+
+def run(mini_batch: list[str]):
+    """Score each file of the mini-batch; returns one DataFrame row per scored input row."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if _service is None:
+        init()
+    assert _service is not None
+    frames = []
+    for path in mini_batch:
+        with open(path, "rb") as source:
+            _, scored = open_scored(source, _service, source_name=str(path))
+            chunks = list(scored)
+        if not chunks:
+            continue
+        frame = pa.concat_tables([c.table for c in chunks]).to_pandas()
+        frame[_service.features] = np.vstack([c.matrix for c in chunks])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----- CLI -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Score one CSV file with a registered model version (streaming, atomic output).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--input", type=Path, default=None, help="CSV to score (a local path)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="CSV to write (a local path; default with a dated --input: the curated zone's "
+                             "predictions_YYYYMMDD.csv)")
+    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD",
+                        help="score the raw zone's new_data_YYYYMMDD.csv into the curated zone instead")
+    parser.add_argument("--storage", choices=storage.KINDS, default=None,
+                        help="zones for --date (default: $STORAGE_BACKEND, else local)")
+    parser.add_argument("--registry-dir", type=Path, default=None,
+                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="bytes of CSV per chunk")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if (args.input is None) == (args.date is None):
+        parser.error("give either --input (with --output) or --date")
+    if args.block_size < 4096:
+        parser.error("--block-size must be at least 4096")
+    try:
+        service = ModelService.from_registry(args.registry_dir, args.model_version)
+        if args.date is not None:
+            day = storage.parse_date(args.date)
+            store = storage.get_storage(args.storage)
+            summary = score_named(store, storage.raw_name(day), storage.curated_name(day), service,
+                                  block_size=args.block_size)
+        else:
+            output = args.output
+            if output is None:
+                day = storage.date_of(args.input.name)
+                if day is None or not args.input.name.startswith(storage.RAW_PREFIX):
+                    raise BatchError("--output is required unless --input is named new_data_YYYYMMDD.csv")
+                output = settings.curated_dir() / storage.curated_name(day)
+            summary = score_file(args.input, output, service, block_size=args.block_size)
+    except (RegistryError, storage.StorageError, BatchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

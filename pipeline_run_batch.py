@@ -1,0 +1,311 @@
+"""The nightly batch pipeline: pick the day's raw file, score it, log the run.
+
+For each date (--date, default today; or --start/--end for a backfill) it reads the raw
+zone's `new_data_YYYYMMDD.csv`, scores it with batch_score (the latest model version or
+--model-version) into the curated zone's `predictions_YYYYMMDD.csv`, and appends one row
+per run to `logs/batch_runs_log.csv` (settings.logs_dir()): timestamp, input and output,
+row count, min/max/mean score, model version, status, duration and error.
+
+    python pipeline_run_batch.py --date 2026-11-26
+    python pipeline_run_batch.py --start 2026-11-20 --end 2026-11-26 --storage blob
+
+A failed run (missing input, bad columns or rows, storage unreachable, no model) logs a
+`failed` row with the error, prints one line on stderr, leaves no partial curated file
+(an earlier complete output of that date stays as it was) and makes the exit code 1.
+Re-running a date replaces its output atomically. Two runs of the same date at once: the
+second refuses (or waits, with --wait); the lock is an fcntl lock that the kernel drops
+when its process dies, so a killed run never leaves a stale lock.
+
+Azure counterpart: a Data Factory / Synapse pipeline triggering an Azure ML batch job, with
+the run log standing in for Log Analytics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import fcntl
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+import batch_score
+import settings
+import storage
+from registry import RegistryError
+from score import ModelService
+
+log = logging.getLogger("pipeline_run_batch")
+
+LOG_FILE = "batch_runs_log.csv"
+BASE_LOG_COLUMNS = (
+    "timestamp", "run_date", "storage", "input_file", "output_file", "row_count",
+    "min_score", "max_score", "mean_score", "model_version", "status", "duration_s", "error",
+)
+# Columns that other modules contribute to each run's row (for example drift monitoring):
+# list them here, and pass their values as `extra` to append_log_row / from a RunMonitor.
+EXTRA_LOG_COLUMNS: tuple[str, ...] = ()
+LOG_COLUMNS = BASE_LOG_COLUMNS + EXTRA_LOG_COLUMNS
+
+SUCCESS, FAILED = "success", "failed"
+MAX_BACKFILL_DAYS = 3660
+
+
+class RunLockedError(storage.StorageError):
+    """Another run of the same date holds its lock."""
+
+
+class RunMonitor(Protocol):
+    """Something that watches a run: sees every scored chunk, then adds fields to its log row."""
+
+    def on_chunk(self, matrix: np.ndarray, scores: np.ndarray) -> None: ...
+
+    def log_fields(self, summary: batch_score.BatchSummary | None) -> Mapping[str, Any]: ...
+
+
+# ----- the run log -----------------------------------------------------------------------------
+def log_path() -> Path:
+    return settings.logs_dir() / LOG_FILE
+
+
+@contextlib.contextmanager
+def _locked(lock_file: Path, *, wait: bool = True) -> Iterator[None]:
+    """An exclusive fcntl lock on `lock_file`; the kernel releases it if the process dies."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"another run holds {lock_file}") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([_format(v) for v in values])
+    return buffer.getvalue()
+
+
+def append_log_row(row: Mapping[str, Any], extra: Mapping[str, Any] | None = None, path: Path | None = None) -> dict[str, Any]:
+    """Append one run to the log (header first if new); safe when several runs finish at once.
+
+    `row` holds BASE_LOG_COLUMNS, `extra` any of EXTRA_LOG_COLUMNS; other keys are an error.
+    Under an exclusive lock the row goes out in one write and is fsynced. A log whose header
+    is not LOG_COLUMNS (written before columns were added) is rewritten, atomically, with the
+    current header and its rows kept by column name.
+    """
+    merged = {**row, **(extra or {})}
+    unknown = sorted(set(merged) - set(LOG_COLUMNS))
+    if unknown:
+        raise ValueError(f"not log columns: {', '.join(unknown)} (add them to EXTRA_LOG_COLUMNS)")
+    path = path or log_path()
+    line = _csv_line([merged.get(c) for c in LOG_COLUMNS]).encode("utf-8")
+    header = _csv_line(LOG_COLUMNS).encode("utf-8")
+    with _locked(path.with_name(f".{path.name}.lock")):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                os.write(fd, header + line)
+            elif _read_header(path) != list(LOG_COLUMNS):
+                os.close(fd)
+                fd = -1
+                _migrate(path, header, line)
+            else:
+                os.write(fd, line)
+            if fd >= 0:
+                os.fsync(fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return merged
+
+
+def _read_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _migrate(path: Path, header: bytes, line: bytes) -> None:
+    """Rewrite the log under the current header (old rows kept by column name), then add `line`."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with storage.atomic_write(path) as out:
+        out.write(header)
+        for old in rows:
+            out.write(_csv_line([old.get(c, "") for c in LOG_COLUMNS]).encode("utf-8"))
+        out.write(line)
+    log.info("rewrote %s with the current log columns", path)
+
+
+def read_log(path: Path | None = None) -> list[dict[str, str]]:
+    """The log's rows as dicts (empty when there is no log yet)."""
+    path = path or log_path()
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ----- one run ---------------------------------------------------------------------------------
+def date_lock(day: dt.date, kind: str, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """The lock that keeps two runs of one date (on one storage) from overlapping."""
+    return _locked(settings.logs_dir() / "locks" / f"batch_{kind}_{day:%Y%m%d}.lock", wait=wait)
+
+
+def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunMonitor | None = None,
+             wait: bool = False, block_size: int = batch_score.DEFAULT_BLOCK_SIZE,
+             load_error: str | None = None) -> dict[str, Any]:
+    """Score one date's raw file into the curated zone and log the run; returns the log row.
+
+    Expected failures are caught and logged as `failed` rows; they never leave a partial
+    curated file. `service` None with `load_error` logs a run that could not load a model.
+    """
+    started = time.perf_counter()
+    timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    raw, curated = storage.raw_name(day), storage.curated_name(day)
+    row: dict[str, Any] = {
+        "timestamp": timestamp, "run_date": day.isoformat(), "storage": store.kind,
+        "input_file": store.location(storage.RAW, raw), "output_file": store.location(storage.CURATED, curated),
+        "model_version": service.version if service is not None else None,
+    }
+    summary = None
+    try:
+        if service is None:
+            raise RegistryError(load_error or "no model loaded")
+        with date_lock(day, store.kind, wait=wait):
+            if not store.exists_raw(raw):
+                raise storage.StorageNotFound(
+                    f"no raw file for {day}: {row['input_file']} does not exist "
+                    f"(generate it with: python generate_raw_data.py --date {day})"
+                )
+            summary = batch_score.score_named(store, raw, curated, service, block_size=block_size,
+                                              on_chunk=monitor.on_chunk if monitor is not None else None)
+    except RunLockedError:
+        row.update(status=FAILED, error=f"another run for {day} is in progress; wait for it or pass --wait")
+    except (storage.StorageError, batch_score.BatchError, RegistryError) as exc:
+        row.update(status=FAILED, error=str(exc))
+    except Exception as exc:  # a bug, not an input problem: log it, then let it surface
+        row.update(status=FAILED, error=f"{type(exc).__name__}: {exc}", duration_s=round(time.perf_counter() - started, 3))
+        append_log_row(row, _monitor_fields(monitor, None))
+        raise
+    else:
+        row.update(
+            status=SUCCESS, row_count=summary.row_count, min_score=summary.min_score,
+            max_score=summary.max_score, mean_score=summary.mean_score, error="",
+        )
+    row["duration_s"] = round(time.perf_counter() - started, 3)
+    return append_log_row(row, _monitor_fields(monitor, summary))
+
+
+def _monitor_fields(monitor: RunMonitor | None, summary) -> Mapping[str, Any] | None:
+    if monitor is None:
+        return None
+    try:
+        return monitor.log_fields(summary)
+    except Exception as exc:  # monitoring never fails a run
+        log.warning("monitoring failed: %s", exc)
+        return None
+
+
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise storage.StorageError(f"--end {end} is before --start {start}")
+    if (end - start).days >= MAX_BACKFILL_DAYS:
+        raise storage.StorageError(f"a backfill covers at most {MAX_BACKFILL_DAYS} days")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """One line about a run for the terminal."""
+    if row["status"] == SUCCESS:
+        if row["row_count"]:
+            scores = f"score min {row['min_score']:.3f} max {row['max_score']:.3f} mean {row['mean_score']:.3f}"
+        else:
+            scores = "no rows"
+        return (f"{row['run_date']} success {row['row_count']} rows, {scores}, model {row['model_version']} "
+                f"-> {row['output_file']} ({row['duration_s']:.2f} s)")
+    return f"{row['run_date']} failed: {row['error']}"
+
+
+# ----- CLI -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Run the nightly batch scoring for a date or a range of dates and log each run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the date to run (default: today)")
+    parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a backfill")
+    parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last date of a backfill (inclusive)")
+    parser.add_argument("--storage", choices=storage.KINDS, default=None,
+                        help="where the raw and curated zones are (default: $STORAGE_BACKEND, else local)")
+    parser.add_argument("--registry-dir", type=Path, default=None,
+                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for a run of the same date that is in progress instead of refusing")
+    parser.add_argument("--block-size", type=int, default=batch_score.DEFAULT_BLOCK_SIZE,
+                        help="bytes of CSV scored per chunk")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.date is not None and (args.start or args.end):
+            raise storage.StorageError("give either --date or --start/--end, not both")
+        if (args.start is None) != (args.end is None):
+            raise storage.StorageError("--start and --end go together")
+        if args.start is not None:
+            days = days_between(storage.parse_date(args.start), storage.parse_date(args.end))
+        else:
+            days = [storage.parse_date(args.date) if args.date is not None else dt.date.today()]
+        if args.block_size < 4096:
+            raise storage.StorageError("--block-size must be at least 4096")
+        store = storage.get_storage(args.storage)
+    except storage.StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    service, load_error = None, None
+    try:
+        service = ModelService.from_registry(args.registry_dir, args.model_version)
+    except RegistryError as exc:
+        load_error = str(exc)
+    failed = 0
+    for day in days:
+        row = run_date(day, store, service, wait=args.wait, block_size=args.block_size, load_error=load_error)
+        if row["status"] == SUCCESS:
+            print(describe(row))
+        else:
+            failed += 1
+            print(f"error: {describe(row)}", file=sys.stderr)
+    if len(days) > 1:
+        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {log_path()}")
+    else:
+        print(f"log: {log_path()}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""batch_score.py: streaming scoring, validation with row numbers, atomic output, Azure's init/run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import batch_score
+import generate_raw_data
+from batch_score import BatchError, BatchRowError
+from conftest import run_script
+
+DAY = dt.date(2026, 11, 26)
+
+
+def write_raw(path: Path, rows: int = 200, seed: int = 1, day: dt.date = DAY) -> Path:
+    source = generate_raw_data.load_source()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as sink:
+        generate_raw_data.write_day(sink, generate_raw_data.generate_chunks(source, day, rows, seed=seed))
+    return path
+
+
+def expected_scores(service, frame: pd.DataFrame) -> np.ndarray:
+    return service.model.predict_proba(frame[service.features].to_numpy(dtype=np.float64))[:, 1]
+
+
+def set_cell(path: Path, row: int, column: str, value: str) -> None:
+    """Replace one cell of a generated CSV (row is the 1-based data row) as text."""
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[row].split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def raw_file(tmp_path) -> Path:
+    return write_raw(tmp_path / "raw" / "new_data_20261126.csv")
+
+
+def test_scores_equal_the_pipeline_and_columns_keep_their_order(service, raw_file, tmp_path):
+    out = tmp_path / "out" / "predictions.csv"
+    summary = batch_score.score_file(raw_file, out, service)
+    source = pd.read_csv(raw_file)
+    result = pd.read_csv(out)
+    assert list(result.columns) == list(source.columns) + ["prediction", "score", "model_version"]
+    assert summary.row_count == len(source) == len(result) == 200
+    expected = expected_scores(service, source)
+    np.testing.assert_allclose(result["score"].to_numpy(), expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), (expected >= 0.5).astype(int))
+    assert set(result["model_version"]) == {service.version}
+    pd.testing.assert_frame_equal(result[source.columns], source)
+    assert summary.min_score == pytest.approx(expected.min(), abs=1e-12)
+    assert summary.max_score == pytest.approx(expected.max(), abs=1e-12)
+    assert summary.mean_score == pytest.approx(expected.mean(), abs=1e-12)
+    assert summary.predicted_positive == int(result["prediction"].sum())
+    # Original text passes through unchanged: the first row's input cells are byte-identical.
+    assert out.read_text().splitlines()[1].startswith(raw_file.read_text().splitlines()[1] + ",")
+
+
+def test_features_are_taken_by_name_whatever_the_order(service, raw_file, tmp_path):
+    source = pd.read_csv(raw_file)
+    shuffled = source[list(reversed(source.columns))]
+    shuffled_path = tmp_path / "shuffled.csv"
+    shuffled.to_csv(shuffled_path, index=False)
+    batch_score.score_file(shuffled_path, tmp_path / "a.csv", service)
+    result = pd.read_csv(tmp_path / "a.csv")
+    assert list(result.columns[:-3]) == list(shuffled.columns)
+    np.testing.assert_allclose(result["score"], expected_scores(service, source), rtol=0, atol=1e-9)
+
+
+def test_small_chunks_give_the_same_output_and_feed_the_callback(service, raw_file, tmp_path):
+    seen = []
+    batch_score.score_file(raw_file, tmp_path / "big.csv", service)
+    summary = batch_score.score_file(raw_file, tmp_path / "small.csv", service, block_size=4096,
+                                     on_chunk=lambda m, s: seen.append((m.copy(), s.copy())))
+    big, small = pd.read_csv(tmp_path / "big.csv"), pd.read_csv(tmp_path / "small.csv")
+    # The same rows; scores agree to the last bits BLAS may round differently per block size.
+    pd.testing.assert_frame_equal(big.drop(columns="score"), small.drop(columns="score"))
+    np.testing.assert_allclose(big["score"], small["score"], rtol=0, atol=1e-12)
+    assert len(seen) > 5  # 200 rows of about 270 bytes in 4 KiB blocks
+    matrix = np.vstack([m for m, _ in seen])
+    scores = np.concatenate([s for _, s in seen])
+    source = pd.read_csv(raw_file)
+    np.testing.assert_array_equal(matrix, source[service.features].to_numpy(dtype=np.float64))
+    np.testing.assert_allclose(scores, pd.read_csv(tmp_path / "small.csv")["score"], rtol=0, atol=1e-15)
+    assert summary.row_count == 200
+
+
+def test_missing_feature_column_is_named_and_nothing_is_written(service, raw_file, tmp_path):
+    frame = pd.read_csv(raw_file).drop(columns=["mean area", "worst symmetry"])
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    out = tmp_path / "out" / "p.csv"
+    with pytest.raises(BatchError, match=r"missing feature column\(s\) 'mean area', 'worst symmetry'"):
+        batch_score.score_file(bad, out, service)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("abc", "expected a number, got 'abc'"), ("", "empty value"), ("1,5", "expected a number"),
+     ("nan", "not a finite number"), ("-inf", "not a finite number"), ("NA", "expected a number, got 'NA'")],
+)
+def test_bad_cell_fails_with_its_row_and_column(service, raw_file, tmp_path, value, reason):
+    set_cell(raw_file, 137, "mean texture", f'"{value}"' if "," in value else value)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(BatchRowError) as info:
+        batch_score.score_file(raw_file, out_dir / "p.csv", service, block_size=4096)
+    assert info.value.row == 137
+    assert info.value.column == "mean texture"
+    assert "row 137 (file line 138), column 'mean texture'" in str(info.value)
+    assert reason in str(info.value)
+    assert list(out_dir.iterdir()) == []  # no partial file, no temporary file left behind
+
+
+def test_a_failed_rerun_leaves_the_previous_output_untouched(service, raw_file, tmp_path):
+    out = tmp_path / "p.csv"
+    batch_score.score_file(raw_file, out, service)
+    before = out.read_bytes()
+    set_cell(raw_file, 200, "worst area", "x")
+    with pytest.raises(BatchRowError, match="row 200 "):
+        batch_score.score_file(raw_file, out, service)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_header_only_gives_an_empty_output_and_an_empty_file_is_an_error(service, raw_file, tmp_path):
+    header = raw_file.read_text().splitlines()[0]
+    only = tmp_path / "only.csv"
+    only.write_text(header + "\n")
+    summary = batch_score.score_file(only, tmp_path / "o.csv", service)
+    assert summary.row_count == 0 and summary.mean_score is None
+    assert (tmp_path / "o.csv").read_text() == header + ",prediction,score,model_version\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(BatchError, match="is empty: expected a header line"):
+        batch_score.score_file(empty, tmp_path / "e.csv", service)
+    assert not (tmp_path / "e.csv").exists()
+
+
+def test_a_malformed_row_and_clashing_columns_are_errors(service, raw_file, tmp_path):
+    lines = raw_file.read_text().splitlines()
+    lines[50] = lines[50].rsplit(",", 1)[0]
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BatchError, match="malformed row after row 0: expected 31 values, got 30"):
+        batch_score.score_file(short, tmp_path / "s.csv", service)
+    frame = pd.read_csv(raw_file)
+    frame["score"] = 1
+    frame.to_csv(tmp_path / "clash.csv", index=False)
+    with pytest.raises(BatchError, match="already has column\\(s\\) score"):
+        batch_score.score_file(tmp_path / "clash.csv", tmp_path / "c.csv", service)
+
+
+def test_text_columns_needing_quotes_round_trip(service, raw_file, tmp_path):
+    frame = pd.read_csv(raw_file)
+    frame.insert(1, "note", ['say "hi", twice' if i % 7 == 0 else "plain" for i in range(len(frame))])
+    noted = tmp_path / "noted.csv"
+    frame.to_csv(noted, index=False)
+    batch_score.score_file(noted, tmp_path / "n.csv", service)
+    result = pd.read_csv(tmp_path / "n.csv")
+    assert result["note"].tolist() == frame["note"].tolist()
+    np.testing.assert_allclose(result["score"], expected_scores(service, frame), rtol=0, atol=1e-9)
+
+
+def test_score_stream_works_on_any_binary_stream(service, raw_file):
+    sink = io.BytesIO()
+    summary = batch_score.score_stream(io.BytesIO(raw_file.read_bytes()), sink, service)
+    assert summary.row_count == 200
+    assert len(pd.read_csv(io.BytesIO(sink.getvalue()))) == 200
+
+
+def test_azure_batch_contract_init_and_run(service, trained_registry, raw_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    monkeypatch.setattr(batch_score, "_service", None)
+    second = write_raw(tmp_path / "second.csv", rows=30, seed=9)
+    batch_score.init()
+    frame = batch_score.run([str(raw_file), str(second)])
+    assert isinstance(frame, pd.DataFrame)
+    assert len(frame) == 230
+    inputs = pd.concat([pd.read_csv(raw_file), pd.read_csv(second)], ignore_index=True)
+    np.testing.assert_allclose(frame["score"], expected_scores(service, inputs), rtol=0, atol=1e-9)
+    assert set(frame["model_version"]) == {service.version}
+    assert frame[service.features].dtypes.unique().tolist() == [np.float64]
+    # Under Azure ML the model comes from $AZUREML_MODEL_DIR (the registered folder inside it).
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(trained_registry))
+    monkeypatch.setattr(batch_score, "_service", None)
+    batch_score.init()
+    assert batch_score._service is not None and batch_score._service.features == service.features
+
+
+def test_cli_input_output_and_errors(trained_registry, raw_file, tmp_path):
+    env = {"LOCAL_REGISTRY_DIR": str(trained_registry)}
+    out = tmp_path / "cli.csv"
+    done = run_script("batch_score.py", "--input", str(raw_file), "--output", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["row_count"] == 200 and summary["model_version"] == "v002"
+    assert summary["output"] == str(out) and out.is_file()
+
+    v1 = run_script("batch_score.py", "--input", str(raw_file), "--output", str(out), "--model-version", "1", env=env)
+    assert json.loads(v1.stdout)["model_version"] == "v001"
+
+    set_cell(raw_file, 3, "mean radius", "")
+    failed = run_script("batch_score.py", "--input", str(raw_file), "--output", str(tmp_path / "x.csv"), env=env)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        f"error: {raw_file}: row 3 (file line 4), column 'mean radius': empty value, expected a number"
+    ]
+    assert not (tmp_path / "x.csv").exists()
+
+    missing = run_script("batch_score.py", "--input", str(tmp_path / "nope.csv"), "--output", str(out), env=env)
+    assert missing.returncode == 1 and "nope.csv does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_cli_by_date_uses_the_zones(trained_registry, tmp_path):
+    env = {"LOCAL_REGISTRY_DIR": str(trained_registry), "RAW_DIR": str(tmp_path / "raw"),
+           "CURATED_DIR": str(tmp_path / "curated")}
+    write_raw(tmp_path / "raw" / "new_data_20261126.csv")
+    done = run_script("batch_score.py", "--date", "2026-11-26", "--storage", "local", env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "curated" / "predictions_20261126.csv").is_file()
+    bad = run_script("batch_score.py", "--date", "../etc", env=env)
+    assert bad.returncode == 1 and "invalid date '../etc'" in bad.stderr
+    assert run_script("batch_score.py", "--help").returncode == 0
