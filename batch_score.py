@@ -43,7 +43,9 @@ from score import ModelService
 log = logging.getLogger("batch_score")
 
 OUTPUT_COLUMNS = ("prediction", "score", "model_version")
-DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024  # bytes of CSV per chunk (about 15,000 rows of 31 columns)
+# Bytes of CSV per chunk (about 4,000 rows of 31 columns). Measured on 1M rows: 1 MiB keeps peak
+# RSS near 270 MB at the best speed; 4 MiB blocks cost 430 MB and were no faster.
+DEFAULT_BLOCK_SIZE = 1024 * 1024
 PROGRESS_EVERY_S = 5.0
 
 ChunkCallback = Callable[[np.ndarray, np.ndarray], None]
@@ -186,11 +188,11 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
                 matrix[:, j] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 index = _first_unparsable(column, pc, pa)
-                raise _cell_error(source_name, done + index + 1, service.features[j], column[index].as_py(), "not a number") from None
+                raise _cell_error(source_name, done + index + 1, service.features[j], column[index].as_py(), "a number") from None
         if not np.isfinite(matrix).all():
             index, j = map(int, np.argwhere(~np.isfinite(matrix))[0])
             value = batch.column(positions[j])[index].as_py()
-            raise _cell_error(source_name, done + index + 1, service.features[j], value, "not a finite number")
+            raise _cell_error(source_name, done + index + 1, service.features[j], value, "a finite number")
         predictions, scores = service.predict(matrix)
         table = pa.Table.from_batches([batch]).append_column(
             "prediction", pa.array(predictions)
@@ -214,12 +216,12 @@ def _first_unparsable(column, pc, pa) -> int:
     return lo
 
 
-def _cell_error(source: str, row: int, column: str, value: str, what: str) -> BatchRowError:
+def _cell_error(source: str, row: int, column: str, value: str, expected: str) -> BatchRowError:
     if value is None or value == "":
         reason = "empty value, expected a number"
     else:
         shown = value if len(value) <= 40 else value[:37] + "..."
-        reason = f"expected a number, got {shown!r} ({what})"
+        reason = f"expected {expected}, got {shown!r}"
     return BatchRowError(source, row, column, value, reason)
 
 
@@ -321,7 +323,8 @@ def score_file(input_path: Path, output_path: Path, service: ModelService, *,
 def score_named(store, raw: str, curated: str, service: ModelService, *,
                 on_chunk: ChunkCallback | None = None, block_size: int = DEFAULT_BLOCK_SIZE) -> BatchSummary:
     """Score the raw zone's `raw` into the curated zone's `curated` on either backend."""
-    source_name, sink_name = store.location(storage.RAW, raw), store.location(storage.CURATED, curated)
+    source_name = storage.display(store.location(storage.RAW, raw))
+    sink_name = storage.display(store.location(storage.CURATED, curated))
     with store.open_raw(raw) as source, store.write_curated(curated) as sink:
         return score_stream(source, sink, service, on_chunk=on_chunk, source_name=source_name,
                             sink_name=sink_name, block_size=block_size)
@@ -389,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # progress on long files; the storage SDK's request logs stay quiet
     if (args.input is None) == (args.date is None):
         parser.error("give either --input (with --output) or --date")
     if args.block_size < 4096:

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for location, count in written:
-        print(f"wrote {count} rows to {location}")
+        print(f"wrote {count} rows to {storage.display(location)}")
     return 0
 
 

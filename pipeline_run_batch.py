@@ -196,7 +196,7 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
         with date_lock(day, store.kind, wait=wait):
             if not store.exists_raw(raw):
                 raise storage.StorageNotFound(
-                    f"no raw file for {day}: {row['input_file']} does not exist "
+                    f"no raw file for {day}: {storage.display(row['input_file'])} does not exist "
                     f"(generate it with: python generate_raw_data.py --date {day})"
                 )
             summary = batch_score.score_named(store, raw, curated, service, block_size=block_size,
@@ -244,7 +244,7 @@ def describe(row: Mapping[str, Any]) -> str:
         else:
             scores = "no rows"
         return (f"{row['run_date']} success {row['row_count']} rows, {scores}, model {row['model_version']} "
-                f"-> {row['output_file']} ({row['duration_s']:.2f} s)")
+                f"-> {storage.display(row['output_file'])} ({row['duration_s']:.2f} s)")
     return f"{row['run_date']} failed: {row['error']}"
 
 
@@ -266,12 +266,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait for a run of the same date that is in progress instead of refusing")
     parser.add_argument("--block-size", type=int, default=batch_score.DEFAULT_BLOCK_SIZE,
                         help="bytes of CSV scored per chunk")
+    parser.add_argument("--show-log", type=int, default=None, metavar="N",
+                        help="print the last N runs of the log as a table and exit")
     return parser
+
+
+SHOWN_COLUMNS = ("timestamp", "run_date", "storage", "status", "row_count", "min_score", "max_score",
+                 "mean_score", "model_version", "duration_s", "error")
+
+
+def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN_COLUMNS) -> str:
+    """Log rows as an aligned text table (scores to 4 places, long errors cut)."""
+    def cell(column: str, value: str) -> str:
+        if column.endswith("_score") and value:
+            return f"{float(value):.4f}"
+        if column == "timestamp":
+            return value.replace("+00:00", "Z")
+        return value if len(value) <= 60 else value[:57] + "..."
+
+    table = [list(columns)] + [[cell(c, r.get(c, "") or "") for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.show_log is not None:
+        rows = read_log()
+        if not rows:
+            print(f"error: no runs logged yet ({log_path()} does not exist); run a date first", file=sys.stderr)
+            return 1
+        print(format_log(rows[-args.show_log:] if args.show_log > 0 else rows))
+        return 0
     try:
         if args.date is not None and (args.start or args.end):
             raise storage.StorageError("give either --date or --start/--end, not both")
@@ -301,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"error: {describe(row)}", file=sys.stderr)
     if len(days) > 1:
-        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {log_path()}")
+        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {storage.display(str(log_path()))}")
     else:
-        print(f"log: {log_path()}")
+        print(f"log: {storage.display(str(log_path()))}")
     return 1 if failed else 0
 
 

@@ -95,6 +95,16 @@ def date_of(name: str) -> _dt.date | None:
         return None
 
 
+def display(location: str) -> str:
+    """A location for the terminal: a local path under the working folder is shown relative."""
+    if "://" in location:
+        return location
+    try:
+        return os.path.relpath(location) if Path(location).resolve().is_relative_to(Path.cwd()) else location
+    except (OSError, ValueError):
+        return location
+
+
 def validate_name(name: str) -> str:
     """`name` if it is a plain file name usable in a zone, else StorageError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:

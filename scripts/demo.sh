@@ -46,3 +46,15 @@ stage "5. Serve the latest version online and call it" "managed online endpoint"
   echo
   rm -f "$PAYLOAD"
 )
+
+stage "6. Three nightly raw files, the third with drift" "data landing in the Blob raw container"
+$PY generate_raw_data.py --start 2026-11-24 --end 2026-11-25
+$PY generate_raw_data.py --date 2026-11-26 --drift 1.0
+
+stage "7. The nightly batch pipeline for those three days" "Data Factory pipeline + Azure ML batch job"
+$PY pipeline_run_batch.py --start 2026-11-24 --end 2026-11-26
+echo "curated/predictions_20261126.csv (first columns ... the three the scorer adds):"
+head -n 4 curated/predictions_20261126.csv | awk -F, '{print "  " $1 "," $2 "," $3 ",...," $(NF-2) "," $(NF-1) "," $NF}'
+
+stage "8. The run log" "Log Analytics / Azure Monitor"
+$PY pipeline_run_batch.py --show-log 3

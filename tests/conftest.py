@@ -146,3 +146,14 @@ def azurite(tmp_path_factory):
             proc.kill()
             proc.wait()
         log_file.close()
+
+
+@pytest.fixture()
+def blob_connection(azurite) -> str:
+    """The Azurite connection string, with the `raw` and `curated` containers removed first."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite)
+    for container in service.list_containers():
+        service.delete_container(container.name)
+    return azurite

@@ -108,7 +108,7 @@ def test_missing_feature_column_is_named_and_nothing_is_written(service, raw_fil
 @pytest.mark.parametrize(
     ("value", "reason"),
     [("abc", "expected a number, got 'abc'"), ("", "empty value"), ("1,5", "expected a number"),
-     ("nan", "not a finite number"), ("-inf", "not a finite number"), ("NA", "expected a number, got 'NA'")],
+     ("nan", "expected a finite number, got 'nan'"), ("-inf", "expected a finite number, got '-inf'"), ("NA", "expected a number, got 'NA'")],
 )
 def test_bad_cell_fails_with_its_row_and_column(service, raw_file, tmp_path, value, reason):
     set_cell(raw_file, 137, "mean texture", f'"{value}"' if "," in value else value)

@@ -268,9 +268,9 @@ def test_end_to_end_as_a_script(zones):
 
 
 # ----- blob storage on a real Azurite --------------------------------------------------------
-def test_blob_flow_on_azurite(zones, azurite, monkeypatch, service, capsys):
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
-    store = storage.BlobStorage(azurite)
+def test_blob_flow_on_azurite(zones, blob_connection, monkeypatch, service, capsys):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", blob_connection)
+    store = storage.BlobStorage(blob_connection)
     make_raw(DAY, rows=150, store=store)  # upload raw
     code, out, err = run(capsys, "--date", "2026-11-26", "--storage", "blob")
     assert code == 0, err

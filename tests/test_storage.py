@@ -73,8 +73,8 @@ def test_local_zones_list_read_and_write_atomically(tmp_path):
     assert store.delete_curated("predictions_20261126.csv") and not store.delete_curated("predictions_20261126.csv")
 
 
-def test_blob_zones_on_azurite(azurite):
-    store = storage.BlobStorage(azurite, block_size=64 * 1024)
+def test_blob_zones_on_azurite(blob_connection):
+    store = storage.BlobStorage(blob_connection, block_size=64 * 1024)
     assert store.list_raw() == [] and store.list_curated() == []  # containers created when missing
     names = {c.name for c in store.service.list_containers()}
     assert {"raw", "curated"} <= names
