@@ -182,17 +182,14 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
         if n == 0:
             continue
         matrix = np.empty((n, len(positions)), dtype=np.float64, order="F")
-        for j, pos in enumerate(positions):
-            column = batch.column(pos)
-            try:
-                matrix[:, j] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                index = _first_unparsable(column, pc, pa)
-                raise _cell_error(source_name, done + index + 1, service.features[j], column[index].as_py(), "a number") from None
-        if not np.isfinite(matrix).all():
-            index, j = map(int, np.argwhere(~np.isfinite(matrix))[0])
-            value = batch.column(positions[j])[index].as_py()
-            raise _cell_error(source_name, done + index + 1, service.features[j], value, "a finite number")
+        try:
+            for j, pos in enumerate(positions):
+                matrix[:, j] = pc.cast(batch.column(pos), pa.float64()).to_numpy(zero_copy_only=False)
+            valid = bool(np.isfinite(matrix).all())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            valid = False
+        if not valid:
+            raise _first_bad_cell(batch, positions, service.features, source_name, done)
         predictions, scores = service.predict(matrix)
         table = pa.Table.from_batches([batch]).append_column(
             "prediction", pa.array(predictions)
@@ -203,17 +200,52 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
         done += n
 
 
-def _first_unparsable(column, pc, pa) -> int:
-    """Index of the first cell of a text column that does not parse as a number (binary search)."""
-    lo, hi = 0, len(column)  # the first bad cell is in [lo, hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            pc.cast(column.slice(lo, mid - lo), pa.float64())
-            lo = mid
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            hi = mid
-    return lo
+def _parses(column) -> bool:
+    """Every cell of a text column is a finite number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return bool(np.isfinite(values).all())
+
+
+def _first_bad_cell(batch, positions: list[int], features: list[str], source_name: str, done: int) -> "BatchRowError":
+    """The error for the chunk's first bad cell (earliest row, then the model's feature order)."""
+    found: tuple[int, int] | None = None
+    for j, pos in enumerate(positions):
+        column = batch.column(pos)
+        limit = len(column) if found is None else found[0] + 1
+        if _parses(column.slice(0, limit)):
+            continue
+        lo, hi = 0, limit  # the shortest bad prefix has length in (lo, hi]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _parses(column.slice(0, mid)):
+                lo = mid
+            else:
+                hi = mid
+        if found is None or hi - 1 < found[0]:
+            found = (hi - 1, j)
+    assert found is not None
+    index, j = found
+    value = batch.column(positions[j])[index].as_py()
+    expected = "a finite number" if _is_number(value) else "a number"
+    return _cell_error(source_name, done + index + 1, features[j], value, expected)
+
+
+def _is_number(value: str) -> bool:
+    """The text parses as a number (finite or not)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.cast(pa.array([value], pa.string()), pa.float64())
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
 
 
 def _cell_error(source: str, row: int, column: str, value: str, expected: str) -> BatchRowError:

@@ -123,6 +123,18 @@ def test_bad_cell_fails_with_its_row_and_column(service, raw_file, tmp_path, val
     assert list(out_dir.iterdir()) == []  # no partial file, no temporary file left behind
 
 
+def test_the_earliest_bad_row_is_reported_whatever_its_column(service, raw_file, tmp_path):
+    set_cell(raw_file, 30, "mean radius", "abc")  # first feature, later row
+    set_cell(raw_file, 12, "worst fractal dimension", "inf")  # last feature, earlier row
+    set_cell(raw_file, 12, "worst area", "")  # same row, earlier in the model's order
+    with pytest.raises(BatchRowError) as info:
+        batch_score.score_file(raw_file, tmp_path / "p.csv", service)
+    assert (info.value.row, info.value.column) == (12, "worst area")
+    set_cell(raw_file, 12, "worst area", "1.0")
+    with pytest.raises(BatchRowError, match="row 12 .*'worst fractal dimension': expected a finite number, got 'inf'"):
+        batch_score.score_file(raw_file, tmp_path / "p.csv", service)
+
+
 def test_a_failed_rerun_leaves_the_previous_output_untouched(service, raw_file, tmp_path):
     out = tmp_path / "p.csv"
     batch_score.score_file(raw_file, out, service)
