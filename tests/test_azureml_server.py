@@ -221,3 +221,16 @@ def test_bad_record_same_message_as_the_fastapi_endpoint(server, fastapi_client,
     assert azure.json()["message"] == api.json()["detail"] == (
         f"record 2, feature {service.features[7]!r}: expected a number, got null")
     assert (api.json()["record"], api.json()["feature"]) == (2, service.features[7])
+
+
+def test_isolated_venv_holds_exactly_the_pinned_versions():
+    """.venv-azureml is what azureml/environments/score-conda.yml asks Azure to build."""
+    import json
+
+    pins = dict(line.split("==") for line in (ROOT / "requirements-azureml.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    probe = ("import importlib.metadata as m, json, sys; "
+             "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))")
+    run = subprocess.run([str(AZUREML_PYTHON), "-c", probe, *pins], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == pins
