@@ -223,6 +223,18 @@ def test_bad_record_same_message_as_the_fastapi_endpoint(server, fastapi_client,
     assert (api.json()["record"], api.json()["feature"]) == (2, service.features[7])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the scorer computes the overflow before refusing it
+def test_overflowing_record_same_message_as_the_fastapi_endpoint(server, fastapi_client, service, sample_records):
+    """Finite values that overflow inside the model are the caller's error on both servers."""
+    records = copy.deepcopy(sample_records[:3])
+    records[1] = {name: 1e306 for name in service.features}
+    api = fastapi_client.post("/predict", json={"records": records})
+    azure = _score(server, {"records": records})
+    assert (api.status_code, azure.status_code) == (422, 400)
+    assert azure.json()["message"] == api.json()["detail"]
+    assert azure.json()["message"].startswith("record 1: values too large for the model to score")
+
+
 def test_isolated_venv_holds_exactly_the_pinned_versions():
     """.venv-azureml is what azureml/environments/score-conda.yml asks Azure to build."""
     import json
