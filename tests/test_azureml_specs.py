@@ -32,6 +32,7 @@ LOADERS = {
     "managedOnlineEndpoint.schema.json": azml.load_online_endpoint,
     "managedOnlineDeployment.schema.json": azml.load_online_deployment,
     "batchEndpoint.schema.json": azml.load_batch_endpoint,
+    "batchDeployment.schema.json": azml.load_batch_deployment,
 }
 SPEC_FILES = sorted(p for p in SPECS.rglob("*.yml") if not p.name.endswith("-conda.yml"))
 
@@ -196,6 +197,25 @@ def test_blue_and_green_serve_different_model_versions():
 
 
 # ----- batch endpoint ----------------------------------------------------------------
+def test_batch_deployment_runs_batch_score_py_with_azure_defaults():
+    path = SPECS / "batch" / "deployment.yml"
+    deployment = _load(path)
+    endpoint = _spec("batch/endpoint.yml")
+    assert deployment.endpoint_name == endpoint.name
+    code = _resolve(path, deployment.code_configuration.code)
+    assert code == ROOT
+    assert deployment.scoring_script == "batch_score.py" and (code / "batch_score.py").is_file()
+    assert deployment.environment == "risk-env@latest"
+    # Azure's names, at Azure's defaults
+    assert deployment.mini_batch_size == 10
+    assert deployment.max_concurrency_per_instance == 1
+    assert deployment.error_threshold == -1
+    assert (deployment.retry_settings.max_retries, deployment.retry_settings.timeout) == (3, 30)
+    assert deployment.output_action == "append_row"
+    assert deployment.output_file_name == "predictions.csv"
+    assert deployment.logging_level == "info"
+
+
 # ----- what Azure uploads and what the README runs -------------------------------------
 def test_code_snapshot_leaves_out_local_state():
     """Azure ML uploads the code folder minus what .gitignore (or .amlignore) lists."""
