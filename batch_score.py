@@ -396,8 +396,13 @@ def run(mini_batch: list[str]):
         frame[_service.features] = np.vstack([c.matrix for c in chunks])
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=[*_service.features, *OUTPUT_COLUMNS])
+    # Azure's append_row writes the rows with no header, so every call answers the same
+    # columns in the same order whatever each file's own order: the features as the model
+    # lists them, any other input columns, then the outputs.
+    merged = pd.concat(frames, ignore_index=True)
+    others = [c for c in merged.columns if c not in _service.features and c not in OUTPUT_COLUMNS]
+    return merged[[*_service.features, *others, *OUTPUT_COLUMNS]]
 
 
 # ----- CLI -----------------------------------------------------------------------------------
