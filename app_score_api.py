@@ -344,51 +344,9 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
     app.add_middleware(DocsGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
 
-    import swagger_ui_bundle  # the Swagger UI files, pinned in requirements.txt
-
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path, check_dir=False),
-              name="docs-assets")
-
     unauthorized = {"description": "SCORING_API_KEY is set and the Bearer key is missing or wrong",
                     "model": ErrorResponse}
     not_ready = {"description": "no model is loaded (e.g. " + NO_MODEL + ")", "model": ErrorResponse}
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=app.title + " - docs",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
-
-    @app.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
-    async def health() -> Response:
-        return _json({"status": "alive"})
-
-    @app.get("/ready", response_model=ReadyResponse, summary="Readiness: a model is loaded",
-             responses={503: {"description": "no model loaded", "model": ReadyResponse}})
-    async def ready(request: Request) -> Response:
-        state = holder["state"]
-        service = state.service
-        if service is None:
-            return _json({"status": "not ready", "detail": state.reason}, 503)
-        _note(request, model=service.version)
-        return _json({"status": "ready", "model_version": service.version}, headers={VERSION_HEADER: service.version})
-
-    @app.get("/model", response_model=ModelResponse, summary="The served version's metadata and metrics",
-             responses={401: unauthorized, 503: not_ready}, openapi_extra={"security": [{"apiKey": []}]})
-    async def model(request: Request) -> Response:
-        state = holder["state"]
-        if not state.authorized(request.headers.get("authorization")):
-            return _unauthorized()
-        service = state.service
-        if service is None:
-            return _error(503, state.reason)
-        _note(request, model=service.version)
-        return _json({"model_version": service.version, "pinned": state.pinned is not None,
-                      "metadata": service.metadata, "metrics": service.metrics},
-                     headers={VERSION_HEADER: service.version})
 
     @app.post(
         "/predict",
@@ -461,6 +419,48 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
         except RecordError as exc:
             return _error(422, str(exc), headers, record=exc.index, feature=exc.feature)
         return _json(result, headers=headers)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=app.title + " - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+    async def health() -> Response:
+        return _json({"status": "alive"})
+
+    @app.get("/ready", response_model=ReadyResponse, summary="Readiness: a model is loaded",
+             responses={503: {"description": "no model loaded", "model": ReadyResponse}})
+    async def ready(request: Request) -> Response:
+        state = holder["state"]
+        service = state.service
+        if service is None:
+            return _json({"status": "not ready", "detail": state.reason}, 503)
+        _note(request, model=service.version)
+        return _json({"status": "ready", "model_version": service.version}, headers={VERSION_HEADER: service.version})
+
+    @app.get("/model", response_model=ModelResponse, summary="The served version's metadata and metrics",
+             responses={401: unauthorized, 503: not_ready}, openapi_extra={"security": [{"apiKey": []}]})
+    async def model(request: Request) -> Response:
+        state = holder["state"]
+        if not state.authorized(request.headers.get("authorization")):
+            return _unauthorized()
+        service = state.service
+        if service is None:
+            return _error(503, state.reason)
+        _note(request, model=service.version)
+        return _json({"model_version": service.version, "pinned": state.pinned is not None,
+                      "metadata": service.metadata, "metrics": service.metrics},
+                     headers={VERSION_HEADER: service.version})
+
+    import swagger_ui_bundle  # the Swagger UI files, pinned in requirements.txt
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path, check_dir=False),
+              name="docs-assets")
 
     def _unauthorized() -> Response:
         return _error(401, f"missing or invalid API key: send Authorization: Bearer <key> ({ENV_API_KEY})",

@@ -185,8 +185,12 @@ class ModelService:
         if matrix.shape[0] == 0:
             empty = np.empty(0, dtype=np.float64)
             return empty.astype(np.int64), empty
-        proba = self._class_proba(matrix)
         classes = np.asarray(self.model.classes_)
+        if self._direct is not None:
+            positive = self._checked(self._direct(matrix))
+            # argmax over [1 - p, p], without building that matrix: class 1 only when p > 1 - p
+            return classes[(positive > 1 - positive).astype(np.intp)].astype(np.int64), positive
+        proba = self._class_proba(matrix)
         return classes[proba.argmax(axis=1)].astype(np.int64), proba[:, 1]
 
     def _class_proba(self, matrix: np.ndarray) -> np.ndarray:
@@ -197,16 +201,22 @@ class ModelService:
         is the caller's error, not the server's.
         """
         if self._direct is not None:
-            positive = self._direct(matrix)
-            proba = np.stack([1 - positive, positive], axis=1)
-        else:
-            try:
-                proba = self.model.predict_proba(matrix)
-            except ValueError:
-                proba = np.vstack([self._row_proba(row) for row in matrix])
-        unscorable = ~np.isfinite(proba).all(axis=1)
-        if unscorable.any():
-            raise RecordError(int(unscorable.argmax()), None,
+            positive = self._checked(self._direct(matrix))
+            return np.stack([1 - positive, positive], axis=1)
+        try:
+            proba = self.model.predict_proba(matrix)
+        except ValueError:
+            proba = np.vstack([self._row_proba(row) for row in matrix])
+        self._checked(proba)
+        return proba
+
+    @staticmethod
+    def _checked(proba: np.ndarray) -> np.ndarray:
+        """proba itself, or a RecordError naming the first row whose probability is not finite."""
+        finite = np.isfinite(proba)
+        if not finite.all():
+            bad = ~(finite if finite.ndim == 1 else finite.all(axis=1))
+            raise RecordError(int(bad.argmax()), None,
                               "values too large for the model to score (its arithmetic overflows); "
                               "send values in the range of the training data")
         return proba
