@@ -50,9 +50,9 @@ wrk.body = [==[%s]==]
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "BENCH {\"requests\": %%d, \"duration_us\": %%d, \"socket_errors\": %%d, \"non2xx\": %%d, \"p50_us\": %%d, \"p99_us\": %%d}\n",
+    "BENCH {\"requests\": %%d, \"duration_us\": %%d, \"socket_errors\": %%d, \"non2xx\": %%d, \"p50_us\": %%d, \"p99_us\": %%d, \"max_us\": %%d}\n",
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
 
@@ -113,23 +113,68 @@ class Server:
                 self.proc.wait()
 
 
-def run_wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path) -> dict[str, float]:
+def start_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> subprocess.Popen:
     script = workdir / f"post_{len(body)}.lua"
     script.write_text(WRK_SCRIPT % body.decode())
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(duration))}s", "--timeout", "10s", "-s", str(script), url]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH ")), None)
-    if out.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed against {url}: {out.stderr.strip() or out.stdout.strip()}")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(proc: subprocess.Popen, url: str) -> dict[str, float]:
+    stdout, stderr = proc.communicate(timeout=120)
+    line = next((l for l in stdout.splitlines() if l.startswith("BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed against {url}: {stderr.strip() or stdout.strip()}")
     raw = json.loads(line[len("BENCH "):])
     seconds = raw["duration_us"] / 1e6
     return {
         "rps": raw["requests"] / seconds,
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
         "requests": raw["requests"],
         "errors": raw["socket_errors"] + raw["non2xx"],
     }
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> dict[str, float]:
+    return finish_wrk(start_wrk(url, body, connections, duration, workdir), url)
+
+
+def served_version(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url + "/ready", timeout=2) as response:
+            return json.loads(response.read()).get("model_version")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def switch_under_load(url: str, registry: Path, body: bytes, duration: int, workdir: Path) -> dict[str, Any]:
+    """wrk at concurrency 8 while a new version is registered a third of the way in."""
+    from registry import METADATA_FILE, Registry
+
+    before = served_version(url)
+    proc = start_wrk(url + "/predict", body, 8, duration, workdir)
+    time.sleep(duration / 3)
+    reg = Registry(registry)
+    source = reg.get("latest")
+
+    def write(staging: Path) -> None:  # the same files: a new version number, nothing else
+        for item in source.path.iterdir():
+            if item.is_file() and item.name != METADATA_FILE:
+                shutil.copy(item, staging / item.name)
+
+    metadata = {k: v for k, v in source.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
+    new = reg.register(write, metadata)
+    registered = time.monotonic()
+    switched = None
+    while time.monotonic() < registered + 10:
+        if served_version(url) == new.label:
+            switched = time.monotonic() - registered
+            break
+        time.sleep(0.02)
+    figures = finish_wrk(proc, url)
+    return {**figures, "from": before, "to": new.label, "switch_s": switched}
 
 
 def in_process(service: Any, body: bytes, duration: float) -> dict[str, float]:
@@ -258,6 +303,9 @@ def run_benchmark(duration: int, warmup: int, rounds: int, sizes: list[int], con
                                  round_number, name, n, c, figures["rps"], figures["p50_ms"], figures["p99_ms"])
             for n in sizes:
                 samples.setdefault(f"in-process/{n}/1", []).append(in_process(service, bodies[n], duration))
+        log.info("version switch under load")
+        results["switch"] = switch_under_load(started["endpoint"][0].url, ctx["registry"], bodies[min(sizes)],
+                                              max(3, duration * 2), workdir)
         for key, runs in samples.items():
             results["runs"][key] = {field: statistics.median(r[field] for r in runs) for field in runs[0]}
             results["runs"][key]["rounds"] = runs
@@ -289,6 +337,14 @@ def report(results: dict[str, Any], sizes: list[int], concurrency: list[int]) ->
     lines.append("")
     lines.append("- largest |probability - pipeline predict_proba| over 100 records: "
                  + ", ".join(f"{k} {v:.1e}" for k, v in results["score_diff"].items()))
+    sw = results.get("switch")
+    if sw:
+        steady = runs.get(f"endpoint/{sizes[0]}/8") or {}
+        switch_time = f"{sw['switch_s']:.2f} s" if sw["switch_s"] is not None else "not within 10 s"
+        lines.append(f"- version switch under load ({sizes[0]} record(s), c=8): {sw['from']} -> {sw['to']} served "
+                     f"{switch_time} after registration; {sw['requests']} requests, {sw['errors']} failed; "
+                     f"p99 {sw['p99_ms']:.2f} ms, max {sw['max_ms']:.2f} ms (steady runs: p99 "
+                     f"{steady.get('p99_ms', float('nan')):.2f} ms, max {steady.get('max_ms', float('nan')):.2f} ms)")
     checks = []
     if "endpoint/1/8" in runs and "mlflow/1/8" in runs:
         ratio = runs["endpoint/1/8"]["rps"] / runs["mlflow/1/8"]["rps"]
@@ -296,6 +352,9 @@ def report(results: dict[str, Any], sizes: list[int], concurrency: list[int]) ->
     if "endpoint/100/8" in runs and "mlflow/100/8" in runs:
         ratio = runs["endpoint/100/8"]["rps"] / runs["mlflow/100/8"]["rps"]
         checks.append(f"- 100 records c=8 vs mlflow {ratio:.1f}x (target >= 8x): {'met' if ratio >= 8 else 'MISSED'}")
+    if sw:
+        ok = sw["errors"] == 0 and sw["switch_s"] is not None and sw["switch_s"] < 2
+        checks.append(f"- new version served without a restart, within 2 s, no request failed: {'met' if ok else 'MISSED'}")
     if "endpoint/1/1" in runs:
         p99 = runs["endpoint/1/1"]["p99_ms"]
         checks.append(f"- p99 at c=1, 1 record {p99:.2f} ms (target < 2 ms): {'met' if p99 < 2 else 'MISSED'}")

@@ -117,14 +117,16 @@ def test_new_version_is_served_while_clients_keep_sending(live_server):
     """Requests keep flowing from two clients while a new version is trained and registered."""
     import train
 
-    url, seen, stop = live_server["url"], [], threading.Event()
+    url, seen, latencies, stop = live_server["url"], [], [], threading.Event()
     headers = {"authorization": f"Bearer {API_KEY}"}
 
     def keep_sending(name: str) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
             while not stop.is_set():
                 try:
+                    start = time.monotonic()
                     response = client.post("/predict", json={"records": [EXAMPLE_RECORD] * 3})
+                    latencies.append(time.monotonic() - start)
                     seen.append((name, time.monotonic(), response.status_code,
                                  response.json().get("model_version")))
                 except httpx.HTTPError as exc:  # counted as a failed request
@@ -157,7 +159,9 @@ def test_new_version_is_served_while_clients_keep_sending(live_server):
         switch = versions.index("v002")  # each client moved from v001 to v002 once, for good
         assert set(versions[:switch]) == {"v001"} and set(versions[switch:]) == {"v002"}
     first_new = min(t for _, t, _, v in seen if v == "v002")
-    print(f"\n{len(seen)} requests, all 200; v002 served {first_new - registered:.2f} s after registration")
+    latencies.sort()
+    print(f"\n{len(seen)} requests, all 200; v002 served {first_new - registered:.2f} s after registration; "
+          f"latency median {latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
     assert "serving model v002 (was v001)" in live_server["log"].read_text()
 
 
