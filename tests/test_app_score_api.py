@@ -378,6 +378,26 @@ def test_help_and_bad_flags():
         "error: invalid model version 'newest': use 'latest', a number like 2, or v002"]
 
 
+def test_cli_passes_its_settings_to_the_workers(serve, monkeypatch, registry):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    for name in ("MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert app_score_api.main(["--port", "8765", "--workers", "3", "--model-version", "v001",
+                               "--max-records", "2", "--registry-dir", str(registry)]) == 0
+    (target, kwargs), = calls
+    assert target == "app_score_api:app"
+    assert (kwargs["host"], kwargs["port"], kwargs["workers"], kwargs["access_log"]) == ("127.0.0.1", 8765, 3, False)
+    # Each worker builds its app from the environment the CLI set.
+    with TestClient(app) as client:
+        response = predict(client, {"records": [EXAMPLE_RECORD] * 2})
+        assert response.json()["model_version"] == "v001"
+        assert client.get("/model").json()["pinned"] is True
+        assert predict(client, {"records": [EXAMPLE_RECORD] * 3}).status_code == 413
+
+
 def test_env_settings_are_checked(serve, monkeypatch):
     monkeypatch.setenv("SCORING_MAX_RECORDS", "lots")
     with pytest.raises(RuntimeError, match="SCORING_MAX_RECORDS must be a whole number"):
