@@ -384,7 +384,7 @@ def test_cli_passes_its_settings_to_the_workers(serve, monkeypatch, registry):
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     for name in ("MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # main() sets these; monkeypatch restores them afterwards
     assert app_score_api.main(["--port", "8765", "--workers", "3", "--model-version", "v001",
                                "--max-records", "2", "--registry-dir", str(registry)]) == 0
     (target, kwargs), = calls
