@@ -280,10 +280,11 @@ def _direct_proba(model: Any, width: int):
         intercept = np.array(classifier.intercept_, dtype=np.float64)
 
         def direct(matrix: np.ndarray) -> np.ndarray:
-            x = matrix - mean if mean is not None else matrix.copy()
-            if scale is not None:
-                x /= scale
-            return expit((x @ coef_t + intercept).reshape(-1))
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf/NaN: the caller checks
+                x = matrix - mean if mean is not None else matrix.copy()
+                if scale is not None:
+                    x /= scale
+                return expit((x @ coef_t + intercept).reshape(-1))
 
         center = mean if mean is not None else np.zeros(width)
         spread = scale if scale is not None else np.ones(width)
