@@ -292,6 +292,7 @@ def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("batch_score").setLevel(logging.INFO)  # progress on long files
     if args.show_log is not None:
         rows = read_log()
         if not rows:

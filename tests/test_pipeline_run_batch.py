@@ -199,6 +199,9 @@ def test_a_killed_run_leaves_no_stale_lock(zones, capsys):
     finally:
         if holder.poll() is None:
             holder.kill()
+            holder.wait(timeout=30)
+        holder.stdin.close()
+        holder.stdout.close()
     assert run(capsys, "--date", "2026-11-26")[0] == 0
     assert [r["status"] for r in log_rows()] == ["failed", "success"]
 
