@@ -184,7 +184,7 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
         matrix = np.empty((n, len(positions)), dtype=np.float64, order="F")
         try:
             for j, pos in enumerate(positions):
-                matrix[:, j] = pc.cast(batch.column(pos), pa.float64()).to_numpy(zero_copy_only=False)
+                matrix[:, j] = _to_float(batch.column(pos))
             valid = bool(np.isfinite(matrix).all())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             valid = False
@@ -200,13 +200,23 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
         done += n
 
 
-def _parses(column) -> bool:
-    """Every cell of a text column is a finite number."""
+def _to_float(column) -> np.ndarray:
+    """A text column as float64; spaces around a number are allowed. Raises ArrowInvalid."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
-        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:  # the fast path failed: try again without surrounding spaces
+        return pc.cast(pc.utf8_trim_whitespace(column), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _parses(column) -> bool:
+    """Every cell of a text column is a finite number."""
+    import pyarrow as pa
+
+    try:
+        values = _to_float(column)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
     return bool(np.isfinite(values).all())
@@ -239,10 +249,9 @@ def _first_bad_cell(batch, positions: list[int], features: list[str], source_nam
 def _is_number(value: str) -> bool:
     """The text parses as a number (finite or not)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     try:
-        pc.cast(pa.array([value], pa.string()), pa.float64())
+        _to_float(pa.array([value], pa.string()))
         return True
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False

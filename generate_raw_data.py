@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write raw new_data_YYYYMMDD.csv files (no target) sampled from the source data.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="one date (default: today, UTC)")
+    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="one date (default: today)")
     parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a range")
     parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last date of a range (inclusive)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows per day")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.start is not None:
             days = date_range(storage.parse_date(args.start), storage.parse_date(args.end))
         else:
-            days = [storage.parse_date(args.date) if args.date else dt.datetime.now(dt.timezone.utc).date()]
+            days = [storage.parse_date(args.date) if args.date else dt.date.today()]
         drift_features = [f.strip() for f in args.drift_features.split(",") if f.strip()]
         written = generate(days, rows=args.rows, noise=args.noise, seed=args.seed, drift=args.drift,
                            drift_features=drift_features, store=storage.get_storage(args.storage), data=args.data)

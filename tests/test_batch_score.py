@@ -135,6 +135,15 @@ def test_the_earliest_bad_row_is_reported_whatever_its_column(service, raw_file,
         batch_score.score_file(raw_file, tmp_path / "p.csv", service)
 
 
+def test_spaces_around_a_number_are_accepted(service, raw_file, tmp_path):
+    set_cell(raw_file, 7, "mean radius", " 14.5 ")
+    batch_score.score_file(raw_file, tmp_path / "p.csv", service, block_size=4096)
+    result = pd.read_csv(tmp_path / "p.csv")
+    assert result.loc[6, "mean radius"] == 14.5
+    expected = expected_scores(service, pd.read_csv(raw_file))
+    np.testing.assert_allclose(result["score"], expected, rtol=0, atol=1e-9)
+
+
 def test_a_failed_rerun_leaves_the_previous_output_untouched(service, raw_file, tmp_path):
     out = tmp_path / "p.csv"
     batch_score.score_file(raw_file, out, service)
