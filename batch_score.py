@@ -102,7 +102,10 @@ def read_header(source: BinaryIO, source_name: str) -> list[str]:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BatchError(f"{source_name}: the header line is not UTF-8 text") from None
-    names = next(csv.reader([text.rstrip("\r\n")]))
+    try:
+        names = next(csv.reader([text.rstrip("\r\n")]))
+    except csv.Error as exc:  # e.g. a stray carriage return inside the header
+        raise BatchError(f"{source_name}: the header line is not valid CSV: {exc}") from None
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BatchError(f"{source_name}: duplicate column names in the header: {', '.join(duplicates)}")

@@ -183,6 +183,15 @@ def test_a_malformed_row_and_clashing_columns_are_errors(service, raw_file, tmp_
         batch_score.score_file(tmp_path / "clash.csv", tmp_path / "c.csv", service)
 
 
+def test_a_header_that_is_not_valid_csv_is_a_batch_error(service, raw_file, tmp_path):
+    data = raw_file.read_bytes()
+    broken = tmp_path / "cr.csv"
+    broken.write_bytes(data.replace(b",", b",x\ry", 1))  # a stray carriage return inside the header
+    with pytest.raises(BatchError, match="the header line is not valid CSV"):
+        batch_score.score_file(broken, tmp_path / "cr-out.csv", service)
+    assert not (tmp_path / "cr-out.csv").exists()
+
+
 def test_text_columns_needing_quotes_round_trip(service, raw_file, tmp_path):
     frame = pd.read_csv(raw_file)
     frame.insert(1, "note", ['say "hi", twice' if i % 7 == 0 else "plain" for i in range(len(frame))])
