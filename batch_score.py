@@ -136,6 +136,25 @@ def open_scored(source: BinaryIO, service: ModelService, *, source_name: str = "
 
 def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, source_name: str,
                  block_size: int) -> Iterator[ScoredChunk]:
+    # pyarrow decodes a malformed row as UTF-8 before it calls the row handler; when the row is
+    # not UTF-8 it prints an "Exception ignored" traceback on stderr and the parse error that
+    # follows names the row anyway. Keep stderr to the one-line error while this file is read.
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not (issubclass(unraisable.exc_type, UnicodeDecodeError)
+                and getattr(unraisable.object, "__name__", "") == "on_invalid"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield from _iter_scored_chunks(source, names, service, source_name, block_size)
+    finally:
+        sys.unraisablehook = previous
+
+
+def _iter_scored_chunks(source: BinaryIO, names: list[str], service: ModelService, source_name: str,
+                        block_size: int) -> Iterator[ScoredChunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv

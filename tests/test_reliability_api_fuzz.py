@@ -87,7 +87,8 @@ class Fuzz:
                 self.problems.append(f"200 off-schema: {errors[:3]}")
 
     def record(self) -> None:
-        figures.add("endpoint_fuzz", requests=self.counts["requests"], status_5xx=self.counts["status_5xx"],
+        """The totals so far (the counts run across the whole module)."""
+        figures.record("endpoint_fuzz", requests=self.counts["requests"], status_5xx=self.counts["status_5xx"],
                     status_4xx=self.counts["status_4xx"], status_200=self.counts["status_200"],
                     bad_4xx=self.counts["bad_4xx"], off_schema_200=self.counts["off_schema_200"])
 

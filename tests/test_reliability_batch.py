@@ -42,6 +42,8 @@ import storage
 from conftest import AZURITE_BIN, ROOT, azurite_connection_string, free_port, run_script
 
 DAY = dt.date(2026, 11, 26)
+# Anything a run reports on stderr behind our back ("Exception ignored ...") fails the test.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 MUTATIONS = figures.count("RELIABILITY_CSV_MUTATIONS", 150)
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
 
@@ -226,6 +228,10 @@ def case_bytes(name: str, good: bytes, features: list[str]) -> bytes:
         return _csv(frame.assign(**{"caf\u00e9": "1"})).replace("caf\u00e9".encode(), b"caf\xe9")
     if name == "NUL bytes in a feature cell":
         return _set_cell(good, 3, features[0], "1\x002")
+    if name == "malformed row that is not UTF-8":
+        lines = good.split(b"\n")
+        lines[5] += b",\xbf\xfe"
+        return b"\n".join(lines)
     if name == "binary garbage":
         return bytes(range(256)) * 8
     raise AssertionError(name)
@@ -240,7 +246,7 @@ MUST_FAIL = ["empty file", "only blank lines", "missing one feature column", "mi
              "empty cell", "NaN cell", "inf cell", "number with a thousands separator", "decimal comma",
              "too many fields on a row", "too few fields on a row", "unterminated quote", "semicolon separated",
              "tab separated", "UTF-16 with BOM", "UTF-16LE, no BOM", "latin-1 text cell", "latin-1 header",
-             "NUL bytes in a feature cell", "binary garbage"]
+             "NUL bytes in a feature cell", "malformed row that is not UTF-8", "binary garbage"]
 
 
 @pytest.mark.parametrize("name", MUST_SCORE)
@@ -300,7 +306,8 @@ def test_mutated_csvs_score_or_fail_cleanly(judge, good_csv):
     assert outcomes["success"] and outcomes["failed"], outcomes
 
 
-@pytest.mark.parametrize("name", ["empty file", "missing one feature column", "non-numeric cell", "UTF-16 with BOM"])
+@pytest.mark.parametrize("name", ["empty file", "missing one feature column", "non-numeric cell", "UTF-16 with BOM",
+                                  "malformed row that is not UTF-8"])
 def test_the_cli_fails_in_one_line_without_a_traceback(zones, good_csv, service, name):
     raw = zones["raw"] / storage.raw_name(DAY)
     raw.parent.mkdir(parents=True)
