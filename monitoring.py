@@ -500,6 +500,38 @@ def compare_column(reference: dict[str, Any], counts: np.ndarray, sample: np.nda
     return out
 
 
+class DriftMonitor:
+    """Watches one batch run: takes every scored chunk, then returns the fields for its log row.
+
+    Duck-types the pipeline's run monitor (`on_chunk(matrix, scores)`, `log_fields(summary)`).
+    On success it writes the run's per-feature table to `table_path`; on a failed run (summary
+    None) it adds nothing. Monitoring never fails a run: a problem here becomes a warning.
+    """
+
+    def __init__(self, profile: dict[str, Any] | None, thresholds: Thresholds | None = None,
+                 table_path: Path | None = None):
+        self.accumulator = DriftAccumulator(profile, thresholds) if profile is not None else None
+        self.table_path = table_path
+        self.result: DriftResult | None = None
+        self.problem: str | None = None if profile is not None else "the model version has no reference profile"
+
+    def on_chunk(self, matrix: np.ndarray, scores: np.ndarray) -> None:
+        if self.accumulator is None:
+            return
+        try:
+            self.accumulator.update(matrix, scores)
+        except MonitoringError as exc:
+            self.problem, self.accumulator = str(exc), None
+
+    def log_fields(self, summary: Any = None) -> dict[str, str]:
+        if summary is None or self.accumulator is None:
+            return {}
+        self.result = self.accumulator.result()
+        if self.table_path is not None:
+            write_drift_table(self.table_path, self.result.table)
+        return self.result.log_fields()
+
+
 # ----- the drift table on disk -------------------------------------------------------------
 def drift_table_path(logs_dir: Path, date_key: str) -> Path:
     """logs/drift/drift_YYYYMMDD.csv for one run date (YYYYMMDD)."""
