@@ -97,6 +97,16 @@ azurite: $(NODE_STAMP)
 	node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort 10000 --location .azurite \
 		--skipApiVersionCheck --disableTelemetry
 
+## Analyse the curated predictions: bucket and trend tables, charts and reports/report.html
+report: $(STAMP)
+	$(PY) analyze_predictions.py
+
+## Render reports/report.html with headless Chromium into reports/report.png (apt-installs chromium if missing)
+report-screenshot: $(STAMP)
+	@bash scripts/screenshot_report.sh
+
+.PHONY: report report-screenshot
+
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
