@@ -300,3 +300,114 @@ def test_drift_table_round_trip_and_log_fields(tmp_path):
     assert list(fields) == list(monitoring.SUMMARY_COLUMNS)
     assert fields["drift_flag"] in ("true", "false") and fields["max_psi_feature"] in ("f0", "f1")
     assert float(fields["max_psi"]) == pytest.approx(result.summary["max_psi"], rel=1e-5)
+
+
+# ----- in the batch pipeline ---------------------------------------------------------------------
+@pytest.fixture
+def zones(tmp_path, monkeypatch):
+    """Raw, curated and logs folders under tmp_path, with the settings pointed at them."""
+    for name, var in (("raw", "RAW_DIR"), ("curated", "CURATED_DIR"), ("logs", "LOGS_DIR")):
+        monkeypatch.setenv(var, str(tmp_path / name))
+    for var in Thresholds.ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    return tmp_path
+
+
+def _generate(day: str, drift: float = 0.0, rows: int = 200) -> None:
+    import datetime as dt
+
+    import generate_raw_data
+
+    generate_raw_data.generate([dt.date.fromisoformat(day)], rows=rows, drift=drift)
+
+
+def _runs(capsys=None) -> dict[str, dict]:
+    import pipeline_run_batch
+
+    return {row["run_date"]: row for row in pipeline_run_batch.read_log()}
+
+
+def test_a_clean_day_of_200_rows_does_not_flag_and_a_drifted_day_does(zones, trained_registry, capsys):
+    import generate_raw_data
+    import pipeline_run_batch
+
+    _generate("2026-11-24")
+    _generate("2026-11-25", drift=1.0)
+    code = pipeline_run_batch.main(["--start", "2026-11-24", "--end", "2026-11-25",
+                                    "--registry-dir", str(trained_registry)])
+    out = capsys.readouterr().out
+    assert code == 0  # drift is reported, never a failure
+    runs = _runs()
+    clean, drifted = runs["2026-11-24"], runs["2026-11-25"]
+    assert clean["status"] == drifted["status"] == "success"
+    assert clean["drift_flag"] == "false" and clean["drift_warn"] == "false"
+    assert clean["drifted_features"] == "0" and clean["warn_features"] == "0"
+    assert drifted["drift_flag"] == "true" and drifted["drift_warn"] == "true"
+    shifted = set(generate_raw_data.DEFAULT_DRIFT_FEATURES)
+    assert int(drifted["drifted_features"]) == len(shifted)
+    assert drifted["max_psi_feature"] in shifted and float(drifted["max_psi"]) > 0.25
+    assert float(drifted["out_of_bounds_rate"]) > float(clean["out_of_bounds_rate"])
+    assert clean["null_rate"] == "0"
+    table = monitoring.read_drift_table(monitoring.drift_table_path(zones / "logs", "20261125"))
+    assert {r["feature"] for r in table if r["level"] == "alert"} == shifted
+    assert table[-1]["feature"] == "score" and len(table) == 31
+    assert "drift alert" in out and "drift ok" in out
+
+
+def test_thresholds_come_from_flags_and_environment(zones, trained_registry, monkeypatch):
+    import pipeline_run_batch
+
+    _generate("2026-11-25", drift=1.0)
+    # Thresholds so high that the shift is only a warning.
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry),
+                                    "--psi-alert", "50", "--wasserstein-threshold", "50"]) == 0
+    run = _runs()["2026-11-25"]
+    assert run["drift_flag"] == "false" and run["drift_warn"] == "true"
+    monkeypatch.setenv("DRIFT_PSI_WARN", "40")
+    monkeypatch.setenv("DRIFT_PSI_ALERT", "50")
+    monkeypatch.setenv("DRIFT_WASSERSTEIN_THRESHOLD", "50")
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry)]) == 0
+    run = _runs()["2026-11-25"]
+    assert run["drift_flag"] == "false" and run["drift_warn"] == "false"
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry),
+                                    "--psi-warn", "0.1", "--psi-alert", "0.25"]) == 0  # flags beat the environment
+    assert _runs()["2026-11-25"]["drift_warn"] == "true"
+
+
+def test_bad_thresholds_are_refused_before_any_run(zones, trained_registry, capsys):
+    import pipeline_run_batch
+
+    _generate("2026-11-25")
+    code = pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry),
+                                    "--psi-warn", "0.5", "--psi-alert", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: PSI thresholds must satisfy 0 < warn <= alert")
+    assert _runs() == {}
+
+
+def test_a_version_without_a_profile_still_scores(zones, trained_registry, tmp_path):
+    import shutil
+
+    import pipeline_run_batch
+
+    registry = tmp_path / "registry"
+    shutil.copytree(trained_registry, registry)
+    (registry / "model_v002" / monitoring.PROFILE_FILE).unlink()
+    _generate("2026-11-25")
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(registry)]) == 0
+    run = _runs()["2026-11-25"]
+    assert run["status"] == "success" and run["row_count"] == "200"
+    assert run["drift_flag"] == "" and run["max_psi"] == ""
+    assert not monitoring.drift_table_path(zones / "logs", "20261125").exists()
+
+
+def test_a_failed_run_adds_no_drift_fields_and_no_table(zones, trained_registry):
+    import pipeline_run_batch
+
+    (zones / "raw").mkdir()
+    (zones / "raw" / "new_data_20261125.csv").write_text("account_id,mean radius\nA,1\n")
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry)]) == 1
+    run = pipeline_run_batch.read_log()[-1]
+    assert run["status"] == "failed" and run["drift_flag"] == ""
+    assert not monitoring.drift_table_path(zones / "logs", "20261125").exists()
