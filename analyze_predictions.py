@@ -351,8 +351,16 @@ def chart_trend(days: Sequence[DayStats], trend: Sequence[dict[str, Any]], path:
     x = np.arange(len(days))
     mean = [d.mean_score for d in days]
     share = [d.high_share for d in days]
-    ax.plot(x, mean, color=COLORS["accent"], marker="o", linewidth=2.2, label="mean score", zorder=3)
+    ax.plot(x, mean, color=COLORS["accent"], marker="o", linewidth=2.2, label="mean score (0 to 1)", zorder=3)
     ax.plot(x, share, color=COLORS["high"], marker="s", linewidth=2.2, label="share high-risk", zorder=3)
+    if len(days) <= 14:
+        for xi, m, h in zip(x, mean, share):
+            above_mean = math.isnan(h) or m >= h
+            ax.annotate(f"{m:.2f}", (xi, m), xytext=(0, 9 if above_mean else -15), textcoords="offset points",
+                        ha="center", fontsize=8.5, color=COLORS["accent"], fontweight="bold")
+            if not math.isnan(h):
+                ax.annotate(f"{h:.0%}", (xi, h), xytext=(0, -15 if above_mean else 9), textcoords="offset points",
+                            ha="center", fontsize=8.5, color=COLORS["high"], fontweight="bold")
     for xi, row in zip(x, trend):
         if row["drift"] in ("alert", "warn"):
             ax.axvspan(xi - 0.4, xi + 0.4, color=LEVEL_COLORS[row["drift"]], alpha=0.12, zorder=1, linewidth=0)
@@ -361,7 +369,7 @@ def chart_trend(days: Sequence[DayStats], trend: Sequence[dict[str, Any]], path:
     ax.set_ylim(0, 1.08)
     ax.set_xlim(-0.6, len(days) - 0.4)
     ax.set_xticks(x, _date_labels(days), rotation=0 if len(days) <= 10 else 45)
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}" if v <= 1 else ""))
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1f}" if v <= 1 else ""))
     ax.set_title("Score trend")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     data = _save(fig, path)
@@ -741,8 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Trend")
     print(format_table(report.trend, TREND_COLUMNS))
     print()
-    print(f"HTML report: {report.files['html']}")
-    print(f"charts and CSV tables: {report.files['html'].parent}")
+    print(f"HTML report: {storage.display(str(report.files['html']))}")
+    print(f"charts and CSV tables: {storage.display(str(report.files['html'].parent))}/")
     return 0
 
 

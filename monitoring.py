@@ -36,7 +36,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -530,6 +530,25 @@ class DriftMonitor:
         if self.table_path is not None:
             write_drift_table(self.table_path, self.result.table)
         return self.result.log_fields()
+
+
+def describe_fields(fields: Mapping[str, Any]) -> str | None:
+    """One line about a run's drift from its log fields, or None when it was not monitored."""
+    flag = str(fields.get("drift_flag", "") or "")
+    if flag == "":
+        return None
+    level = "alert" if flag == "true" else "warn" if str(fields.get("drift_warn")) == "true" else "ok"
+    parts = [f"drift {level}:"]
+    try:
+        parts.append(f"max PSI {float(fields['max_psi']):.3f} ({fields.get('max_psi_feature', '')}),")
+    except (KeyError, TypeError, ValueError):
+        pass
+    parts.append(f"{fields.get('drifted_features', '0')} features drifted, {fields.get('warn_features', '0')} at warn,")
+    try:
+        parts.append(f"out-of-bounds {float(fields['out_of_bounds_rate']):.1%}, nulls {float(fields['null_rate']):.1%}")
+    except (KeyError, TypeError, ValueError):
+        pass
+    return " ".join(parts).rstrip(",")
 
 
 # ----- the drift table on disk -------------------------------------------------------------

@@ -4,7 +4,10 @@ For each date (--date, default today; or --start/--end for a backfill) it reads 
 zone's `new_data_YYYYMMDD.csv`, scores it with batch_score (the latest model version or
 --model-version) into the curated zone's `predictions_YYYYMMDD.csv`, and appends one row
 per run to `logs/batch_runs_log.csv` (settings.logs_dir()): timestamp, input and output,
-row count, min/max/mean score, model version, status, duration and error.
+row count, min/max/mean score, model version, status, duration and error; and the run's
+drift monitoring against the version's reference profile (monitoring.SUMMARY_COLUMNS: drift
+flag and warn level, largest PSI and its feature, drifted features, null and out-of-bounds
+rates), with the per-feature table in logs/drift/drift_YYYYMMDD.csv. Drift never fails a run.
 
     python pipeline_run_batch.py --date 2026-11-26
     python pipeline_run_batch.py --start 2026-11-20 --end 2026-11-26 --storage blob
@@ -39,9 +42,10 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 import batch_score
+import monitoring
 import settings
 import storage
-from registry import RegistryError
+from registry import Registry, RegistryError
 from score import ModelService
 
 log = logging.getLogger("pipeline_run_batch")
@@ -53,7 +57,7 @@ BASE_LOG_COLUMNS = (
 )
 # Columns that other modules contribute to each run's row (for example drift monitoring):
 # list them here, and pass their values as `extra` to append_log_row / from a RunMonitor.
-EXTRA_LOG_COLUMNS: tuple[str, ...] = ()
+EXTRA_LOG_COLUMNS: tuple[str, ...] = monitoring.SUMMARY_COLUMNS
 LOG_COLUMNS = BASE_LOG_COLUMNS + EXTRA_LOG_COLUMNS
 
 SUCCESS, FAILED = "success", "failed"
@@ -228,6 +232,19 @@ def _monitor_fields(monitor: RunMonitor | None, summary) -> Mapping[str, Any] | 
         return None
 
 
+def reference_profile(registry_dir: Path | None, service: ModelService) -> dict[str, Any] | None:
+    """The served version's reference profile; None (and a warning) when it has none."""
+    try:
+        profile = monitoring.load_profile(Registry(registry_dir).get(service.version).path)
+    except (RegistryError, monitoring.MonitoringError) as exc:
+        log.warning("drift monitoring is off: %s", exc)
+        return None
+    if profile is None:
+        log.warning("drift monitoring is off: model %s has no %s (retrain to add one)",
+                    service.version, monitoring.PROFILE_FILE)
+    return profile
+
+
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:
         raise storage.StorageError(f"--end {end} is before --start {start}")
@@ -266,13 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait for a run of the same date that is in progress instead of refusing")
     parser.add_argument("--block-size", type=int, default=batch_score.DEFAULT_BLOCK_SIZE,
                         help="bytes of CSV scored per chunk")
+    drift = parser.add_argument_group("drift monitoring thresholds (each also settable by its environment variable)")
+    defaults = monitoring.Thresholds()
+    drift.add_argument("--psi-warn", type=float, default=None,
+                       help=f"PSI from which a feature is at warn level ($DRIFT_PSI_WARN, else {defaults.psi_warn})")
+    drift.add_argument("--psi-alert", type=float, default=None,
+                       help=f"PSI from which a feature is at alert level ($DRIFT_PSI_ALERT, else {defaults.psi_alert})")
+    drift.add_argument("--wasserstein-threshold", type=float, default=None,
+                       help="normalized Wasserstein distance from which a feature is at alert level "
+                            f"($DRIFT_WASSERSTEIN_THRESHOLD, else {defaults.wasserstein})")
+    drift.add_argument("--drift-alpha", type=float, default=None,
+                       help="significance level of the KS test a difference must also pass, over all features; "
+                            f"0 turns it off ($DRIFT_ALPHA, else {defaults.alpha})")
     parser.add_argument("--show-log", type=int, default=None, metavar="N",
                         help="print the last N runs of the log as a table and exit")
     return parser
 
 
 SHOWN_COLUMNS = ("timestamp", "run_date", "storage", "status", "row_count", "min_score", "max_score",
-                 "mean_score", "model_version", "duration_s", "error")
+                 "mean_score", "model_version", "duration_s", "drift_flag", "max_psi", "error")
 
 
 def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN_COLUMNS) -> str:
@@ -280,6 +309,8 @@ def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN
     def cell(column: str, value: str) -> str:
         if column.endswith("_score") and value:
             return f"{float(value):.4f}"
+        if column == "max_psi" and value:
+            return f"{float(value):.3f}"
         if column == "timestamp":
             return value.replace("+00:00", "Z")
         return value if len(value) <= 60 else value[:57] + "..."
@@ -312,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.block_size < 4096:
             raise storage.StorageError("--block-size must be at least 4096")
         store = storage.get_storage(args.storage)
-    except storage.StorageError as exc:
+        thresholds = monitoring.Thresholds.from_env(psi_warn=args.psi_warn, psi_alert=args.psi_alert,
+                                                    wasserstein=args.wasserstein_threshold, alpha=args.drift_alpha)
+    except (storage.StorageError, monitoring.MonitoringError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     service, load_error = None, None
@@ -320,11 +353,20 @@ def main(argv: list[str] | None = None) -> int:
         service = ModelService.from_registry(args.registry_dir, args.model_version)
     except RegistryError as exc:
         load_error = str(exc)
+    profile = reference_profile(args.registry_dir, service) if service is not None else None
     failed = 0
     for day in days:
-        row = run_date(day, store, service, wait=args.wait, block_size=args.block_size, load_error=load_error)
+        monitor = None
+        if profile is not None:
+            monitor = monitoring.DriftMonitor(profile, thresholds,
+                                              monitoring.drift_table_path(settings.logs_dir(), f"{day:%Y%m%d}"))
+        row = run_date(day, store, service, monitor=monitor, wait=args.wait, block_size=args.block_size,
+                       load_error=load_error)
         if row["status"] == SUCCESS:
             print(describe(row))
+            drift_line = monitoring.describe_fields(row)
+            if drift_line:
+                print(f"  {drift_line}")
         else:
             failed += 1
             print(f"error: {describe(row)}", file=sys.stderr)

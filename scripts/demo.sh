@@ -58,3 +58,7 @@ head -n 4 curated/predictions_20261126.csv | awk -F, '{print "  " $1 "," $2 "," 
 
 stage "8. The run log" "Log Analytics / Azure Monitor"
 $PY pipeline_run_batch.py --show-log 3
+
+stage "9. Analysis: risk buckets, trends, drift and the report" "model monitoring + a Power BI report"
+$PY analyze_predictions.py --start 2026-11-24 --end 2026-11-26
+echo "open the HTML report in a browser (one file, works offline), or: make report-screenshot"

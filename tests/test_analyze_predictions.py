@@ -262,3 +262,22 @@ def test_format_table_aligns_numbers_right():
 def test_bucket_of_boundaries():
     scores = np.array([0.0, 0.2999, 0.3, 0.6999, 0.7, 1.0])
     assert ap.bucket_of(scores, 0.3, 0.7) == {"low": 2, "medium": 2, "high": 2}
+
+
+def test_cli_reads_the_curated_container_on_blob_storage(blob_connection, zones, tmp_path):
+    store = storage.BlobStorage(blob_connection)
+    for key, scores in DAYS.items():
+        with store.write_curated(f"predictions_{key}.csv") as sink:
+            sink.write(_write_predictions(tmp_path / "staged", key, scores).read_bytes())
+    env = {**zones["env"], "AZURE_STORAGE_CONNECTION_STRING": blob_connection, "REPORTS_DIR": str(tmp_path / "r"),
+           "CURATED_DIR": str(tmp_path / "no-local-files")}
+    run = run_script("analyze_predictions.py", "--storage", "blob", "--start", "2026-11-25", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[1:4] == [
+        "date        rows  low  medium  high",
+        "2026-11-25     4    1       0     3",
+        "2026-11-26     5    1       2     2",
+    ]
+    assert "source: blob curated zone" in (tmp_path / "r" / "report.html").read_text()
+    local = run_script("analyze_predictions.py", env=env)  # the local zone is empty
+    assert local.returncode == 1 and "no prediction files" in local.stderr

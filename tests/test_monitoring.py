@@ -347,10 +347,11 @@ def test_a_clean_day_of_200_rows_does_not_flag_and_a_drifted_day_does(zones, tra
     shifted = set(generate_raw_data.DEFAULT_DRIFT_FEATURES)
     assert int(drifted["drifted_features"]) == len(shifted)
     assert drifted["max_psi_feature"] in shifted and float(drifted["max_psi"]) > 0.25
-    assert float(drifted["out_of_bounds_rate"]) > float(clean["out_of_bounds_rate"])
+    assert 0 <= float(clean["out_of_bounds_rate"]) < 0.02  # resampled rows plus noise: rarely past the training range
     assert clean["null_rate"] == "0"
     table = monitoring.read_drift_table(monitoring.drift_table_path(zones / "logs", "20261125"))
-    assert {r["feature"] for r in table if r["level"] == "alert"} == shifted
+    assert {r["feature"] for r in table if r["level"] == "alert" and r["signal"] == "data_drift"} == shifted
+    assert table[-1]["level"] == "alert"  # the scores moved too (prediction drift)
     assert table[-1]["feature"] == "score" and len(table) == 31
     assert "drift alert" in out and "drift ok" in out
 
