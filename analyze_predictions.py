@@ -2,8 +2,9 @@
 
 Reads every curated `predictions_YYYYMMDD.csv` (local curated/ or the blob container
 `curated`, --storage; only the `score` and `model_version` columns, streamed), optionally
-within --start/--end; the run log logs/batch_runs_log.csv for each date's drift flag; the
-latest run's drift table logs/drift/drift_YYYYMMDD.csv; and the reference profile of the
+within --start/--end; the run log logs/batch_runs_log.csv for each date's drift flag (runs
+on the same storage); the latest run's drift table logs/drift/drift_YYYYMMDD.csv
+(drift_blob_YYYYMMDD.csv for blob); and the reference profile of the
 model version that scored it (for the training score distribution).
 
 Prints two tables: risk bucket counts per date (low / medium / high by `score`, thresholds
@@ -175,15 +176,15 @@ def load_days(store, start: dt.date | None, end: dt.date | None, medium: float, 
 
 
 # ----- the run log and drift tables ------------------------------------------------------------
-def read_run_log(logs_dir: Path) -> dict[dt.date, dict[str, str]]:
-    """The last successful run of each date in the run log (empty when there is no log)."""
+def read_run_log(logs_dir: Path, storage_kind: str = "local") -> dict[dt.date, dict[str, str]]:
+    """The last successful run of each date on this storage in the run log (empty when there is no log)."""
     path = logs_dir / LOG_FILE
     if not path.is_file():
         return {}
     runs: dict[dt.date, dict[str, str]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row.get("status") != "success":
+            if row.get("status") != "success" or (row.get("storage") or "local") != storage_kind:
                 continue
             day = _run_day(row)
             if day is not None:
@@ -285,6 +286,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -666,11 +668,11 @@ def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, 
             "run python pipeline_run_batch.py --date YYYY-MM-DD first"
         )
     logs = logs_dir or settings.logs_dir()
-    runs = read_run_log(logs)
+    runs = read_run_log(logs, store.kind)
     buckets = bucket_rows(days)
     trend = trend_rows(days, runs)
     latest = days[-1]
-    drift_path = monitoring.drift_table_path(logs, f"{latest.date:%Y%m%d}")
+    drift_path = monitoring.drift_table_path(logs, f"{latest.date:%Y%m%d}", store.kind)
     drift_table = monitoring.read_drift_table(drift_path) if drift_path.is_file() else []
     mt = monitor_thresholds or monitoring.Thresholds.from_env()
     out = reports_dir or settings.reports_dir()

@@ -552,9 +552,14 @@ def describe_fields(fields: Mapping[str, Any]) -> str | None:
 
 
 # ----- the drift table on disk -------------------------------------------------------------
-def drift_table_path(logs_dir: Path, date_key: str) -> Path:
-    """logs/drift/drift_YYYYMMDD.csv for one run date (YYYYMMDD)."""
-    return Path(logs_dir) / "drift" / f"drift_{date_key}.csv"
+def drift_table_path(logs_dir: Path, date_key: str, storage: str = "local") -> Path:
+    """logs/drift/drift_YYYYMMDD.csv for one run date (YYYYMMDD) on local storage.
+
+    Runs on other storage (`blob`) keep theirs apart, as drift_blob_YYYYMMDD.csv, since the
+    same date can hold different data in each.
+    """
+    prefix = "drift" if storage == "local" else f"drift_{storage}"
+    return Path(logs_dir) / "drift" / f"{prefix}_{date_key}.csv"
 
 
 def format_value(value: Any) -> str:
@@ -610,6 +615,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; profiles and tables are for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

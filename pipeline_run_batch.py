@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         monitor = None
         if profile is not None:
             monitor = monitoring.DriftMonitor(profile, thresholds,
-                                              monitoring.drift_table_path(settings.logs_dir(), f"{day:%Y%m%d}"))
+                                              monitoring.drift_table_path(settings.logs_dir(), f"{day:%Y%m%d}", store.kind))
         row = run_date(day, store, service, monitor=monitor, wait=args.wait, block_size=args.block_size,
                        load_error=load_error)
         if row["status"] == SUCCESS:

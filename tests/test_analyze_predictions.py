@@ -279,5 +279,6 @@ def test_cli_reads_the_curated_container_on_blob_storage(blob_connection, zones,
         "2026-11-26     5    1       2     2",
     ]
     assert "source: blob curated zone" in (tmp_path / "r" / "report.html").read_text()
+    assert [line.split()[5] for line in run.stdout.splitlines()[7:9]] == ["-", "-"]  # the log's runs were local
     local = run_script("analyze_predictions.py", env=env)  # the local zone is empty
     assert local.returncode == 1 and "no prediction files" in local.stderr

@@ -290,6 +290,7 @@ def test_drift_table_round_trip_and_log_fields(tmp_path):
     result = acc.result()
     path = monitoring.drift_table_path(tmp_path / "logs", "20250102")
     assert path == tmp_path / "logs" / "drift" / "drift_20250102.csv"
+    assert monitoring.drift_table_path(tmp_path, "20250102", "blob").name == "drift_blob_20250102.csv"
     monitoring.write_drift_table(path, result.table)
     assert [p.name for p in path.parent.iterdir()] == ["drift_20250102.csv"]  # no temp file left
     rows = monitoring.read_drift_table(path)
