@@ -34,10 +34,9 @@ import io
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -188,9 +187,13 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
     started = time.perf_counter()
     timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     raw, curated = storage.raw_name(day), storage.curated_name(day)
+    try:
+        input_file, output_file = store.location(storage.RAW, raw), store.location(storage.CURATED, curated)
+    except storage.StorageError:  # a bad connection string: the run below fails with its message
+        input_file, output_file = f"{storage.RAW}/{raw}", f"{storage.CURATED}/{curated}"
     row: dict[str, Any] = {
         "timestamp": timestamp, "run_date": day.isoformat(), "storage": store.kind,
-        "input_file": store.location(storage.RAW, raw), "output_file": store.location(storage.CURATED, curated),
+        "input_file": input_file, "output_file": output_file,
         "model_version": service.version if service is not None else None,
     }
     summary = None

@@ -203,6 +203,15 @@ def test_text_columns_needing_quotes_round_trip(service, raw_file, tmp_path):
     np.testing.assert_allclose(result["score"], expected_scores(service, frame), rtol=0, atol=1e-9)
 
 
+def test_long_files_show_progress(service, raw_file, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(batch_score, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="batch_score"):
+        batch_score.score_file(raw_file, tmp_path / "p.csv", service, block_size=8192)
+    lines = [r.getMessage() for r in caplog.records if r.name == "batch_score"]
+    assert len(lines) > 3
+    assert lines[-1].startswith(f"{raw_file}: 200 rows scored in ") and lines[-1].endswith("100% of the file")
+
+
 def test_score_stream_works_on_any_binary_stream(service, raw_file):
     sink = io.BytesIO()
     summary = batch_score.score_stream(io.BytesIO(raw_file.read_bytes()), sink, service)

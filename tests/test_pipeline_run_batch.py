@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import multiprocessing
 import os
 import signal
@@ -157,6 +156,14 @@ def test_storage_unreachable_is_a_clear_logged_failure(zones, capsys, monkeypatc
     assert time.monotonic() - started < 30
     (row,) = log_rows()
     assert row["status"] == "failed" and row["storage"] == "blob" and "unreachable" in row["error"]
+
+
+def test_a_bad_connection_string_is_a_logged_failure(zones, capsys, monkeypatch):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "not a connection string")
+    code, _, err = run(capsys, "--date", "2026-11-26", "--storage", "blob")
+    assert code == 1 and "invalid $AZURE_STORAGE_CONNECTION_STRING" in err and "Traceback" not in err
+    (row,) = log_rows()
+    assert row["status"] == "failed" and row["input_file"] == "raw/new_data_20261126.csv"
 
 
 def test_a_second_run_of_the_same_date_refuses_while_the_first_holds_the_lock(zones, capsys):
