@@ -56,6 +56,10 @@ azureml-serve: $(AZ_STAMP)
 demo: $(STAMP)
 	@bash scripts/demo.sh
 
+## Run the batch pipeline and the analysis against Azure Blob Storage (Azurite from npm, started and stopped)
+demo-blob: $(STAMP) $(NODE_STAMP)
+	@bash scripts/demo_blob.sh
+
 ## Run the test suite
 test: $(STAMP) $(AZ_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
@@ -112,4 +116,4 @@ clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install demo demo-blob test train registry mlflow-ui diagrams reliability azurite clean
