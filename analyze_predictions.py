@@ -714,7 +714,7 @@ def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Risk buckets, trends and drift from the curated predictions; writes charts, CSVs and an HTML report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--storage", choices=storage.KINDS, default=None,
                         help="where the curated zone is (default: $STORAGE_BACKEND, else local)")

@@ -501,7 +501,7 @@ app = create_app()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Serve the registered risk classifier over HTTP (POST /predict).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port")

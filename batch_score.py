@@ -440,7 +440,7 @@ def run(mini_batch: list[str]):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score one CSV file with a registered model version (streaming, atomic output).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--input", type=Path, default=None, help="CSV to score (a local path)")
     parser.add_argument("--output", type=Path, default=None,

@@ -148,17 +148,17 @@ def format_table(answer: dict[str, Any], elapsed: float) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Send records to the scoring API and print its predictions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help="the API's base URL (a URL ending in /predict works too)")
+    parser.add_argument("--url", default=DEFAULT_URL,
+                        help="the API's base URL; a URL ending in /predict works too (default: %(default)s)")
     parser.add_argument("--file", type=Path, default=None, help='JSON payload {"records": [...]} to send as is')
-    parser.add_argument("--n", type=int, default=3, help="rows of the training data to send (without --file)")
+    parser.add_argument("--n", type=int, default=3, help="rows of the training data to send, without --file (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=None,
                         help="CSV to take rows from (default: $TRAINING_DATA or ./day1_breast_cancer.csv)")
     parser.add_argument("--api-key", default=None,
                         help="Bearer key for an API started with SCORING_API_KEY; when not given, "
                              "$SCORING_API_KEY is used (never printed)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default: %(default)s)")
     return parser
 
 

@@ -37,7 +37,7 @@ def export(path: Path) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export scikit-learn's breast_cancer data set to a CSV file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--output", type=Path, default=None,
                         help="CSV to write (default: $TRAINING_DATA or ./day1_breast_cancer.csv)")

@@ -137,7 +137,7 @@ def generate(days: Sequence[dt.date], *, rows: int = DEFAULT_ROWS, noise: float 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Write raw new_data_YYYYMMDD.csv files (no target) sampled from the source data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="one date (default: today)")
     parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a range")

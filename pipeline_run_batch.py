@@ -272,7 +272,7 @@ def describe(row: Mapping[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run the nightly batch scoring for a date or a range of dates and log each run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the date to run (default: today)")
     parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a backfill")

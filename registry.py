@@ -282,7 +282,7 @@ def load_verified_model(path: Path, metadata: dict[str, Any] | None, label: str)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="List and inspect the versions in the local model registry.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument(
         "--registry-dir", type=Path, default=None,

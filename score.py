@@ -382,7 +382,7 @@ def sample_records(n: int, data_path: Path | None = None, features: Iterable[str
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score records with a registered model version and print the results as JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", type=Path, help='JSON file: a list of records or {"records": [...]}')
@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--registry-dir", type=Path, default=None,
                         help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
     parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    parser.add_argument("--format", choices=("json", "table"), default="json",
+                        help="json: the endpoint's answer in full; table: one line per record")
     return parser
 
 
@@ -415,8 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, ScoringError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     return 0
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """One line per scored record: index, prediction, probability of class 1."""
+    lines = [f"model {result['model_version']}: {len(result['results'])} record(s)",
+             "record  prediction  probability"]
+    lines += [f"{i:>6}  {r['prediction']:>10}  {r['probability']:>11.6f}" for i, r in enumerate(result["results"])]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ environment variable (and, in the scripts, by a flag). Nothing here touches the 
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -54,3 +55,13 @@ MLFLOW_EXPERIMENT = "risk-classifier"
 def mlflow_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else MLflow's own default store (mlflow.db) at the root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, unless there is none or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)

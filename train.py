@@ -312,7 +312,7 @@ def _atomic_dump(write, path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train StandardScaler -> LogisticRegression, log to MLflow, register a new version.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=settings.HelpFormatter,
     )
     parser.add_argument("--data", type=Path, default=None,
                         help="training CSV (default: day1_breast_cancer.csv if present, else scikit-learn's data)")

@@ -18,7 +18,7 @@ stage "3. The registry" "az ml model list"
 $PY registry.py list
 
 stage "4. Score sample records with the latest version" "score.py init()/run()"
-$PY score.py --sample 3
+$PY score.py --sample 3 --format table
 
 stage "5. Serve the latest version online and call it" "managed online endpoint"
 # In a subshell with its own trap, so the API is stopped by its PID even when a step fails.

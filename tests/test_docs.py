@@ -29,6 +29,8 @@ def test_every_help_exits_zero(script):
     run = run_script(script, "--help")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage:")
+    assert "(default: None)" not in run.stdout
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", run.stdout), "a default is shown twice"
 
 
 def test_readme_links_exist():

@@ -174,3 +174,12 @@ def test_values_too_large_for_the_model_are_a_record_error(service, sample_recor
     with pytest.raises(RecordError, match=r"record 1: values too large for the model to score"):
         scorer.score_records(records)
     assert scorer.score_records(records[:1])[0]["probability"] == service.score_records(records[:1])[0]["probability"]
+
+
+def test_cli_table_format(trained_registry):
+    run = run_script("score.py", "--registry-dir", str(trained_registry), "--sample", "2", "--format", "table")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ["model v002: 2 record(s)", "record  prediction  probability"]
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    assert all(0.0 <= float(line.split()[2]) <= 1.0 for line in lines[2:])
