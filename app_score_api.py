@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request
@@ -199,12 +200,15 @@ class ServingState:
 
 
 # ----- helpers ---------------------------------------------------------------------------
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _dumps(data: Any) -> bytes:
     try:
-        body = orjson.dumps(data)
+        return orjson.dumps(data)
     except TypeError:  # e.g. an extra field holding an integer beyond 64 bits
-        body = json.dumps(data).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+        return json.dumps(data).encode()
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
@@ -413,12 +417,12 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
                                f"split the batch)", headers)
         try:
             if count > THREAD_OFFLOAD_RECORDS:
-                result = await asyncio.to_thread(_score, service, records)
+                answer = await asyncio.to_thread(_score, service, records, body)
             else:
-                result = _score(service, records)
+                answer = _score(service, records, body)
         except RecordError as exc:
             return _error(422, str(exc), headers, record=exc.index, feature=exc.feature)
-        return _json(result, headers=headers)
+        return Response(answer, media_type="application/json", headers=headers)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -482,16 +486,44 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
     return app
 
 
-def _score(service: ModelService, records: list[Any]) -> dict[str, Any]:
+class _RawRecords(msgspec.Struct):
+    """A request's records as their own JSON text."""
+
+    records: list[msgspec.Raw]
+
+
+_RAW_RECORDS = msgspec.json.Decoder(_RawRecords)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _raw_records(body: bytes | None, records: list[Any], inputs: list[Any]) -> list[Any] | None:
+    """Each record's JSON text as sent, to echo it without encoding its numbers again.
+
+    Only for {"records": [objects]} bodies that split into as many records as were validated;
+    otherwise None and the parsed records are encoded instead.
+    """
+    if body is None or not inputs or inputs[0] is not records[0]:
+        return None  # Azure's "data" rows: the echoed inputs are built, not sent
+    try:
+        raw = _RAW_RECORDS.decode(body).records
+    except msgspec.DecodeError:
+        return None
+    return raw if len(raw) == len(records) else None
+
+
+def _score(service: ModelService, records: list[Any], body: bytes | None = None) -> bytes:
+    """The encoded answer for validated-on-the-way records (a RecordError when one is bad)."""
     matrix, inputs = service.records_matrix(records)
     predictions, probabilities = service.predict(matrix)
-    return {
+    raw = _raw_records(body, records, inputs)
+    result = {
         "results": [
             {"input": record, "prediction": p, "probability": q}
-            for record, p, q in zip(inputs, predictions.tolist(), probabilities.tolist())
+            for record, p, q in zip(raw or inputs, predictions.tolist(), probabilities.tolist())
         ],
         "model_version": service.version,
     }
+    return _ENCODER.encode(result) if raw is not None else _dumps(result)
 
 
 app = create_app()

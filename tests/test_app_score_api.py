@@ -132,6 +132,25 @@ def test_extra_fields_are_echoed(serve):
     assert response.json()["results"][0]["input"] == record
 
 
+def test_records_are_echoed_as_sent(serve):
+    record = json.dumps({**EXAMPLE_RECORD, "note": "café"}).replace('"mean area": 1001.0', '"mean area" : 1.001e3')
+    second = json.dumps(EXAMPLE_RECORD)
+    body = '{"records": [' + record + ", " + second + "]}"
+    with serve() as client:
+        response = predict(client, body)
+        assert response.status_code == 200
+        assert record.encode() in response.content  # the record's own text, not re-encoded
+        inputs = [r["input"] for r in response.json()["results"]]
+        assert inputs == [json.loads(record), EXAMPLE_RECORD]
+        # Duplicate keys: the last "records" wins for scoring and for the echo alike.
+        twice = '{"records": [' + second + '], "records": [' + record + "]}"
+        assert [r["input"] for r in predict(client, twice).json()["results"]] == [json.loads(record)]
+        # A NaN in an extra field is no feature: the record scores, the echo says null.
+        odd = predict(client, '{"records": [' + record[:-1] + ', "extra": NaN}]}')
+        assert odd.status_code == 200
+        assert odd.json()["results"][0]["input"]["extra"] is None
+
+
 def test_health_ready_model(serve, registry):
     with serve() as client:
         assert client.get("/health").json() == {"status": "alive"}
