@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=3, help="seconds per measured wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every case on every server; the median is reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every case on every server; the median is reported")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load before each run")
     parser.add_argument("--sizes", type=_int_list, default=[1, 100], help="records per request")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 8], help="open connections")
