@@ -282,9 +282,13 @@ def register_in_mlflow(run_id: str, name: str, alias: str) -> dict[str, Any]:
 
     client = mlflow.MlflowClient()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            registered = mlflow.register_model(f"runs:/{run_id}/model", name)
+        run = client.get_run(run_id)
+        logged = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = 'model'", max_results=1)
+        if not logged:
+            raise TrainingError(f"MLflow run {run_id} has no logged model to register")
+        registered = mlflow.register_model(logged[0].model_uri, name)
         client.set_registered_model_alias(name, alias, registered.version)
     except MlflowException as exc:
         raise TrainingError(f"cannot register the model in MLflow as {name!r}: {exc.message}") from None
