@@ -201,6 +201,7 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
         if service is None:
             raise RegistryError(load_error or "no model loaded")
         with date_lock(day, store.kind, wait=wait):
+            _discard_partial_output(store, curated)
             if not store.exists_raw(raw):
                 raise storage.StorageNotFound(
                     f"no raw file for {day}: {storage.display(row['input_file'])} does not exist "
@@ -223,6 +224,18 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
         )
     row["duration_s"] = round(time.perf_counter() - started, 3)
     return append_log_row(row, _monitor_fields(monitor, summary))
+
+
+def _discard_partial_output(store, curated: str) -> None:
+    """Remove what a killed run of this date left half-written (its hidden temporary file).
+
+    Only called under the date's lock, so no other run is writing that file. On Blob Storage
+    a killed run leaves only uncommitted blocks, which are never visible and expire by themselves.
+    """
+    if isinstance(store, storage.LocalStorage):
+        target = store.path(storage.CURATED, curated)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
 
 def _monitor_fields(monitor: RunMonitor | None, summary) -> Mapping[str, Any] | None:

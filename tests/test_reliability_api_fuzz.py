@@ -124,6 +124,7 @@ not_a_number = st.one_of(
     st.dictionaries(st.text(max_size=5), finite, max_size=2),
     st.integers(min_value=10**309, max_value=10**320),
 )
+scalars = st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10)
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=10),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -141,13 +142,14 @@ def test_valid_requests_score_and_match_the_schema(fuzz):
     @seed(SEED)
     @given(data=st.data())
     def run(data):
-        n = data.draw(st.integers(min_value=1, max_value=8), label="records")
+        width = len(fuzz.features)
+        rows = data.draw(st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=8),
+                         label="rows")
         records = []
-        for _ in range(n):
-            record = {name: data.draw(finite) for name in fuzz.features}
+        for row in rows:
             extras = data.draw(st.dictionaries(st.text(max_size=12).filter(lambda k: k not in fuzz.features),
-                                               json_values, max_size=2))
-            records.append({**record, **extras})
+                                               scalars, max_size=2))
+            records.append({**dict(zip(fuzz.features, row)), **extras})
         key = data.draw(st.sampled_from(["records", "data"]))
         if key == "data" and data.draw(st.booleans()):
             # Azure's form: rows of values in the model's feature order.
@@ -172,8 +174,11 @@ def test_invalid_records_are_422_naming_record_and_feature(fuzz):
     @seed(SEED)
     @given(data=st.data())
     def run(data):
-        n = data.draw(st.integers(min_value=1, max_value=5), label="records")
-        records = [{name: data.draw(finite) for name in fuzz.features} for _ in range(n)]
+        width = len(fuzz.features)
+        rows = data.draw(st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=5),
+                         label="rows")
+        n = len(rows)
+        records = [dict(zip(fuzz.features, row)) for row in rows]
         bad = data.draw(st.integers(min_value=0, max_value=n - 1), label="bad record")
         feature = data.draw(st.sampled_from(fuzz.features), label="feature")
         how = data.draw(st.sampled_from(["missing", "not a number", "NaN", "Infinity", "-Infinity", "1e999",
@@ -210,8 +215,11 @@ def test_extreme_values_score_or_are_422(fuzz):
     @seed(SEED)
     @given(data=st.data())
     def run(data):
-        n = data.draw(st.integers(min_value=1, max_value=4), label="records")
-        records = [{name: data.draw(finite) for name in fuzz.features} for _ in range(n)]
+        width = len(fuzz.features)
+        rows = data.draw(st.lists(st.lists(finite, min_size=width, max_size=width), min_size=1, max_size=4),
+                         label="rows")
+        n = len(rows)
+        records = [dict(zip(fuzz.features, row)) for row in rows]
         for name in data.draw(st.lists(st.sampled_from(fuzz.features), min_size=1, max_size=6, unique=True)):
             records[data.draw(st.integers(min_value=0, max_value=n - 1))][name] = data.draw(extreme)
         response = fuzz.send("POST", "/predict", _dumps({"records": records}),

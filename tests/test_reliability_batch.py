@@ -357,10 +357,23 @@ def test_a_run_killed_part_way_leaves_no_curated_file_and_the_next_run_succeeds(
     row = pipeline.run_date(DAY, storage.LocalStorage(), service)
     assert row["status"] == pipeline.SUCCESS, row["error"]
     assert int(row["row_count"]) == 60_000 == len(pd.read_csv(curated))
-    stale = [n for n in left if (zones["curated"] / n).exists()]
-    figures.add("faults", injected=1, data_lost=int(curated.exists() is False))
+    # The killed run's hidden temporary file is gone too: the next run of the date removed it.
+    assert len(left) == 1 and left[0].startswith(f".{curated.name}.") and left[0].endswith(".tmp")
+    assert sorted(p.name for p in zones["curated"].iterdir()) == [curated.name]
+    figures.add("faults", injected=1, data_lost=0)
     figures.add("faults_by_kind", **{"batch run SIGKILLed while writing": 1})
-    figures.record("batch_kill", hidden_temp_files_left_by_the_kill=len(left), still_there_after_next_run=len(stale))
+
+
+def test_the_next_run_removes_only_its_own_dates_leftovers(zones, good_csv, service):
+    zones["curated"].mkdir(parents=True)
+    mine = zones["curated"] / f".{storage.curated_name(DAY)}.k1ll3d.tmp"
+    other = zones["curated"] / f".{storage.curated_name(DAY + dt.timedelta(days=1))}.r2nn1ng.tmp"
+    mine.write_bytes(b"half a file")
+    other.write_bytes(b"another date's run, maybe still writing")
+    (zones["raw"]).mkdir(parents=True)
+    (zones["raw"] / storage.raw_name(DAY)).write_bytes(good_csv)
+    assert pipeline.run_date(DAY, storage.LocalStorage(), service)["status"] == pipeline.SUCCESS
+    assert not mine.exists() and other.exists()
 
 
 def test_a_blob_run_killed_part_way_leaves_no_curated_blob(zones, blob_connection, service, monkeypatch):

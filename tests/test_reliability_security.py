@@ -147,3 +147,46 @@ def test_server_refuses_a_version_name_outside_the_registry(trained_registry, ve
     assert run.returncode == 2
     assert run.stderr.startswith("error: invalid model version") and "Traceback" not in run.stderr
     figures.add("security", checks=1, failed=0)
+
+
+# ----- the API never unpickles a file that fails its checksum ------------------------------------
+class _Payload:
+    """A pickle that creates a file when it is loaded: what a malicious model.joblib does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_api_with_only_a_tampered_version_is_not_ready_and_never_runs_it(tmp_path, trained_registry, monkeypatch):
+    import pickle
+    import time
+
+    monkeypatch.delenv("SCORING_API_KEY", raising=False)
+
+    root = tmp_path / "registry"
+    root.mkdir()
+    shutil.copytree(trained_registry / "model_v001", root / "model_v001")
+    marker = tmp_path / "code-ran"
+    with open(root / "model_v001" / "model.joblib", "wb") as handle:
+        pickle.dump(_Payload(marker), handle)
+    with TestClient(create_app(registry_dir=root, reload_seconds=0.05)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "not ready"
+        assert "v001" in ready.json()["detail"] and "has been modified" in ready.json()["detail"]
+        response = client.post("/predict", json={"records": [EXAMPLE_RECORD]})
+        assert response.status_code == 503 and "has been modified" in response.json()["detail"]
+        # A good version registered later is picked up; the tampered one never ran.
+        shutil.copytree(trained_registry / "model_v002", root / "model_v002")
+        deadline = time.monotonic() + 20
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").json()
+            time.sleep(0.02)
+        answer = client.post("/predict", json={"records": [EXAMPLE_RECORD]})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "v002"
+    assert not marker.exists(), "the tampered model.joblib was unpickled"
+    figures.add("faults", injected=1, data_lost=0)
+    figures.add("faults_by_kind", **{"newest model.joblib tampered": 1})
