@@ -2,7 +2,8 @@
 
 A real `python app_score_api.py` (uvicorn, API key set) on a free 127.0.0.1 port takes a few
 thousand /predict requests from concurrent clients while the registry gets a new version every
-couple of seconds, one of them tampered. Every request must answer 200 from a version that was
+couple of seconds, the first of them tampered (the load goes on until two good ones have come
+too). Every request must answer 200 from a version that was
 registered (never the tampered one), the served version must move forward to the newest good
 one without a restart, and the key must never appear in the server's log. p50/p99 latency are
 reported (not asserted: speed targets belong in bench/).
@@ -115,15 +116,19 @@ def soak_server(tmp_path_factory, trained_registry):
         server.stop()
 
 
-async def _load(url: str, body: bytes, total: int, concurrency: int, headers: dict[str, str]):
-    """Send `total` requests from `concurrency` workers; (latencies in s, answers)."""
+async def _load(url: str, body: bytes, total: int, concurrency: int, headers: dict[str, str],
+                keep_going=lambda: False):
+    """Send `total` requests (more while keep_going() says so) from `concurrency` workers.
+
+    Returns (latencies in s, answers).
+    """
     latencies: list[float] = []
     answers: list[tuple[int, str | None, str | None, int]] = []
     sent = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal sent
-        while sent < total:
+        while sent < total or (keep_going() and sent < total * 10):
             sent += 1
             start = time.perf_counter()
             try:
@@ -160,10 +165,8 @@ def test_soak_while_versions_are_registered(soak_server, sample_records):
 
     def register_every_few_seconds() -> None:
         try:
-            rounds = 0
             while not stop.wait(REGISTER_SECONDS):
-                rounds += 1
-                if rounds == 2:  # one tampered version in the middle: it must never be served
+                if not tampered:  # first a tampered version: it must never be served
                     tampered.add(version_label(register_tampered(registry)))
                 else:
                     registered.add(version_label(register_copy(registry)))
@@ -174,7 +177,10 @@ def test_soak_while_versions_are_registered(soak_server, sample_records):
     started = time.perf_counter()
     registrar.start()
     try:
-        latencies, answers = asyncio.run(_load(server.url, body, REQUESTS, CONCURRENCY, headers))
+        # On a fast machine the requests could all be sent before the registrations happen:
+        # keep the load on until a tampered and two good versions have been registered under it.
+        latencies, answers = asyncio.run(_load(server.url, body, REQUESTS, CONCURRENCY, headers,
+                                               keep_going=lambda: len(registered) < 3 and not errors))
     finally:
         stop.set()
         registrar.join(timeout=30)
@@ -194,11 +200,12 @@ def test_soak_while_versions_are_registered(soak_server, sample_records):
     print(f"\nsoak: {len(answers)} requests at concurrency {CONCURRENCY} in {elapsed:.1f}s, "
           f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, served {served}")
 
-    assert len(answers) == REQUESTS
+    assert len(answers) >= REQUESTS
     assert not failures, failures[:5]
     assert not unknown, unknown[:5]
     assert not {a[1] for a in answers} & tampered, "a tampered version was served"
-    assert len(registered) >= 2, "no version was registered during the soak: make it longer"
+    assert len(registered) >= 3 and tampered
+    assert len(served) >= 2, served  # the served version moved forward under load
 
     # After the soak the newest good version is served, never the tampered one.
     newest = max(registered)
