@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+log = logging.getLogger("monitoring")
 
 PROFILE_FILE = "reference_profile.json"
 PROFILE_SCHEMA = 1
@@ -362,7 +365,14 @@ class DriftAccumulator:
         self._min = np.array([np.nan if c["min"] is None else c["min"] for c in columns], dtype=np.float64)
         self._max = np.array([np.nan if c["max"] is None else c["max"] for c in columns], dtype=np.float64)
         width = len(self.features)
-        self._counts = [np.zeros(len(e) + 1, dtype=np.int64) for e in self._edges]
+        # All features are binned together: edge k of every feature in one row of a matrix padded
+        # with +inf (no finite value reaches it); counting the values that reach each edge gives
+        # the bin counts by differences. About twice as fast as a searchsorted per column.
+        slots = max((len(e) for e in self._edges), default=0) + 1
+        self._edge_rows = np.full((slots - 1, width), np.inf)
+        for i, edges in enumerate(self._edges):
+            self._edge_rows[:len(edges), i] = edges
+        self._count_matrix = np.zeros((width, slots), dtype=np.int64)
         self._nulls = np.zeros(width, dtype=np.int64)
         self._oob = np.zeros(width, dtype=np.int64)
         self._sum = np.zeros(width, dtype=np.float64)
@@ -395,8 +405,8 @@ class DriftAccumulator:
         with np.errstate(invalid="ignore"):
             self._oob += ((matrix < self._min) | (matrix > self._max)).sum(axis=0)
         self._sum += np.where(finite, matrix, 0.0).sum(axis=0)
-        for i, edges in enumerate(self._edges):
-            self._counts[i] += bin_counts(matrix[:, i], edges)
+        self._count_matrix += self._bin_all(matrix if finite.all() else np.where(finite, matrix, np.nan),
+                                            finite.sum(axis=0))
         self._reservoir.add(matrix)
         self.rows += matrix.shape[0]
         if scores is not None:
@@ -408,6 +418,22 @@ class DriftAccumulator:
             self._score_rows += ok.size
             self._score_reservoir.add(ok.reshape(-1, 1))
 
+    def _bin_all(self, matrix: np.ndarray, finite_counts: np.ndarray) -> np.ndarray:
+        """Bin counts of every feature (rows x features, non-finite values already NaN)."""
+        edges = self._edge_rows.shape[0]
+        reach = np.empty((matrix.shape[1], edges), dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            for k in range(edges):
+                reach[:, k] = np.count_nonzero(matrix >= self._edge_rows[k], axis=0)
+        counts = np.empty((matrix.shape[1], edges + 1), dtype=np.int64)
+        if edges == 0:
+            counts[:, 0] = finite_counts
+            return counts
+        counts[:, 0] = finite_counts - reach[:, 0]
+        counts[:, 1:-1] = reach[:, :-1] - reach[:, 1:]
+        counts[:, -1] = reach[:, -1]
+        return counts
+
     def result(self, model_version: str | None = None) -> DriftResult:
         """The per-feature table and the run summary (nothing is flagged on an empty run)."""
         th = self.thresholds
@@ -417,7 +443,7 @@ class DriftAccumulator:
         for i, name in enumerate(self.features):
             ref = self.profile["columns"][name]
             row = {"signal": "data_drift", "feature": name,
-                   **compare_column(ref, self._counts[i], sample[:, i])}
+                   **compare_column(ref, self._count_matrix[i, :len(self._edges[i]) + 1], sample[:, i])}
             valid = self.rows - int(self._nulls[i])
             row["null_value_rate"] = self._nulls[i] / self.rows if self.rows else float("nan")
             row["out_of_bounds_rate"] = self._oob[i] / valid if valid else float("nan")
@@ -520,15 +546,19 @@ class DriftMonitor:
             return
         try:
             self.accumulator.update(matrix, scores)
-        except MonitoringError as exc:
-            self.problem, self.accumulator = str(exc), None
+        except Exception as exc:  # never let monitoring stop the scoring
+            self.problem, self.accumulator = f"{type(exc).__name__}: {exc}", None
+            log.warning("drift monitoring stopped for this run: %s", self.problem)
 
     def log_fields(self, summary: Any = None) -> dict[str, str]:
         if summary is None or self.accumulator is None:
             return {}
         self.result = self.accumulator.result()
         if self.table_path is not None:
-            write_drift_table(self.table_path, self.result.table)
+            try:
+                write_drift_table(self.table_path, self.result.table)
+            except OSError as exc:  # the log row still gets the summary
+                log.warning("cannot write the drift table %s: %s", self.table_path, exc)
         return self.result.log_fields()
 
 

@@ -181,6 +181,7 @@ def test_null_and_out_of_bounds_rates_are_exact():
     acc.update(np.array([[-1.0, 5.0], [np.nan, 9.0], [10.0, np.nan], [3.0, 4.0]]))
     result = acc.result()
     a, b = result.table
+    assert acc._count_matrix.sum(axis=1).tolist() == [3, 3]  # NaN in no bin
     assert a["null_value_rate"] == 0.25 and b["null_value_rate"] == 0.25
     assert a["out_of_bounds_rate"] == pytest.approx(2 / 3) and b["out_of_bounds_rate"] == 0.0
     assert result.summary["null_rate"] == 0.25
@@ -413,3 +414,29 @@ def test_a_failed_run_adds_no_drift_fields_and_no_table(zones, trained_registry)
     run = pipeline_run_batch.read_log()[-1]
     assert run["status"] == "failed" and run["drift_flag"] == ""
     assert not monitoring.drift_table_path(zones / "logs", "20261125").exists()
+
+
+def test_a_monitoring_failure_never_fails_the_run(zones, trained_registry, monkeypatch, caplog):
+    import pipeline_run_batch
+
+    def broken(self, matrix, scores=None):
+        raise FloatingPointError("boom")
+
+    monkeypatch.setattr(DriftAccumulator, "update", broken)
+    _generate("2026-11-25")
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry)]) == 0
+    run = _runs()["2026-11-25"]
+    assert run["status"] == "success" and run["row_count"] == "200" and run["drift_flag"] == ""
+    assert "drift monitoring stopped for this run: FloatingPointError: boom" in caplog.text
+
+
+def test_an_unwritable_drift_table_still_logs_the_summary(zones, trained_registry, caplog):
+    import pipeline_run_batch
+
+    _generate("2026-11-25")
+    (zones / "logs").mkdir()
+    (zones / "logs" / "drift").write_text("a file where the folder should be")
+    assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry)]) == 0
+    run = _runs()["2026-11-25"]
+    assert run["status"] == "success" and run["drift_flag"] == "false"
+    assert "cannot write the drift table" in caplog.text
