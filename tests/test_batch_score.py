@@ -239,7 +239,7 @@ def test_azure_batch_contract_init_and_run(service, trained_registry, raw_file, 
     assert batch_score._service is not None and batch_score._service.features == service.features
 
 
-def test_cli_input_output_and_errors(trained_registry, raw_file, tmp_path):
+def test_cli_input_output_and_errors(trained_registry, raw_file, tmp_path, monkeypatch, capsys):
     env = {"LOCAL_REGISTRY_DIR": str(trained_registry)}
     out = tmp_path / "cli.csv"
     done = run_script("batch_score.py", "--input", str(raw_file), "--output", str(out), env=env)
@@ -248,8 +248,9 @@ def test_cli_input_output_and_errors(trained_registry, raw_file, tmp_path):
     assert summary["row_count"] == 200 and summary["model_version"] == "v002"
     assert summary["output"] == str(out) and out.is_file()
 
-    v1 = run_script("batch_score.py", "--input", str(raw_file), "--output", str(out), "--model-version", "1", env=env)
-    assert json.loads(v1.stdout)["model_version"] == "v001"
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
+    assert batch_score.main(["--input", str(raw_file), "--output", str(out), "--model-version", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_version"] == "v001"
 
     set_cell(raw_file, 3, "mean radius", "")
     failed = run_script("batch_score.py", "--input", str(raw_file), "--output", str(tmp_path / "x.csv"), env=env)
@@ -259,18 +260,18 @@ def test_cli_input_output_and_errors(trained_registry, raw_file, tmp_path):
     ]
     assert not (tmp_path / "x.csv").exists()
 
-    missing = run_script("batch_score.py", "--input", str(tmp_path / "nope.csv"), "--output", str(out), env=env)
-    assert missing.returncode == 1 and "nope.csv does not exist" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    assert batch_score.main(["--input", str(tmp_path / "nope.csv"), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "nope.csv does not exist" in err and len(err.splitlines()) == 1
 
 
-def test_cli_by_date_uses_the_zones(trained_registry, tmp_path):
-    env = {"LOCAL_REGISTRY_DIR": str(trained_registry), "RAW_DIR": str(tmp_path / "raw"),
-           "CURATED_DIR": str(tmp_path / "curated")}
+def test_cli_by_date_uses_the_zones(trained_registry, tmp_path, monkeypatch, capsys):
+    for key, value in {"LOCAL_REGISTRY_DIR": trained_registry, "RAW_DIR": tmp_path / "raw",
+                       "CURATED_DIR": tmp_path / "curated"}.items():
+        monkeypatch.setenv(key, str(value))
     write_raw(tmp_path / "raw" / "new_data_20261126.csv")
-    done = run_script("batch_score.py", "--date", "2026-11-26", "--storage", "local", env=env)
-    assert done.returncode == 0, done.stderr
+    assert batch_score.main(["--date", "2026-11-26", "--storage", "local"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(tmp_path / "curated" / "predictions_20261126.csv")
     assert (tmp_path / "curated" / "predictions_20261126.csv").is_file()
-    bad = run_script("batch_score.py", "--date", "../etc", env=env)
-    assert bad.returncode == 1 and "invalid date '../etc'" in bad.stderr
-    assert run_script("batch_score.py", "--help").returncode == 0
+    assert batch_score.main(["--date", "../etc"]) == 1
+    assert "invalid date '../etc'" in capsys.readouterr().err
