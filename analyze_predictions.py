@@ -204,6 +204,17 @@ def _run_day(row: dict[str, str]) -> dt.date | None:
         return storage.date_of(Path(row.get("output_file") or "").name)
 
 
+def run_thresholds(run: dict[str, str] | None) -> monitoring.Thresholds | None:
+    """The thresholds a run was judged by, from its log row (None for older rows)."""
+    if not run:
+        return None
+    try:
+        return monitoring.Thresholds(float(run["psi_warn"]), float(run["psi_alert"]),
+                                     float(run["wasserstein_threshold"]), float(run["drift_alpha"]))
+    except (KeyError, TypeError, ValueError, monitoring.MonitoringError):
+        return None
+
+
 def drift_status(run: dict[str, str] | None) -> str:
     """alert / warn / ok from a run's log row; '-' when the run has no monitoring fields."""
     if not run or run.get("drift_flag", "") == "":
@@ -678,7 +689,7 @@ def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, 
     latest = days[-1]
     drift_path = monitoring.drift_table_path(logs, f"{latest.date:%Y%m%d}", store.kind)
     drift_table = monitoring.read_drift_table(drift_path) if drift_path.is_file() else []
-    mt = monitor_thresholds or monitoring.Thresholds.from_env()
+    mt = monitor_thresholds or run_thresholds(runs.get(latest.date)) or monitoring.Thresholds.from_env()
     out = reports_dir or settings.reports_dir()
     out.mkdir(parents=True, exist_ok=True)
     files = {

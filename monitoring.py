@@ -89,6 +89,11 @@ SUMMARY_COLUMNS = (
     "out_of_bounds_rate",
     "score_psi",
     "min_ks_pvalue",
+    # The thresholds the run was judged by, so a report can draw the same lines later.
+    "psi_warn",
+    "psi_alert",
+    "wasserstein_threshold",
+    "drift_alpha",
 )
 
 
@@ -349,7 +354,10 @@ class DriftResult:
 
     def log_fields(self) -> dict[str, str]:
         """The summary as strings, for the run log row (columns SUMMARY_COLUMNS)."""
-        return {k: format_value(self.summary.get(k)) for k in SUMMARY_COLUMNS}
+        th = self.thresholds
+        used = {"psi_warn": th.psi_warn, "psi_alert": th.psi_alert, "wasserstein_threshold": th.wasserstein,
+                "drift_alpha": th.alpha}
+        return {k: format_value(used[k] if k in used else self.summary.get(k)) for k in SUMMARY_COLUMNS}
 
 
 class DriftAccumulator:

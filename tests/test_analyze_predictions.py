@@ -203,6 +203,12 @@ def test_html_is_self_contained_and_embeds_every_chart(zones, report):
         assert text in page
 
 
+def test_the_psi_chart_uses_the_thresholds_the_run_was_judged_by():
+    row = {"psi_warn": "0.2", "psi_alert": "0.5", "wasserstein_threshold": "0.3", "drift_alpha": "0"}
+    assert ap.run_thresholds(row) == monitoring.Thresholds(0.2, 0.5, 0.3, 0.0)
+    assert ap.run_thresholds({"psi_warn": ""}) is None and ap.run_thresholds(None) is None
+
+
 def test_score_distribution_uses_the_training_reference(zones, trained_registry):
     reference = ap.reference_scores(trained_registry, "v002")
     assert reference is not None and sum(reference["histogram"]["counts"]) == reference["count"]

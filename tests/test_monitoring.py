@@ -367,6 +367,7 @@ def test_thresholds_come_from_flags_and_environment(zones, trained_registry, mon
                                     "--psi-alert", "50", "--wasserstein-threshold", "50"]) == 0
     run = _runs()["2026-11-25"]
     assert run["drift_flag"] == "false" and run["drift_warn"] == "true"
+    assert (run["psi_warn"], run["psi_alert"], run["wasserstein_threshold"], run["drift_alpha"]) == ("0.1", "50", "50", "0.01")
     monkeypatch.setenv("DRIFT_PSI_WARN", "40")
     monkeypatch.setenv("DRIFT_PSI_ALERT", "50")
     monkeypatch.setenv("DRIFT_WASSERSTEIN_THRESHOLD", "50")
