@@ -191,6 +191,18 @@ def _iter_scored_chunks(source: BinaryIO, names: list[str], service: ModelServic
         if "Empty CSV file" in str(exc) and not bad_rows:
             return  # a header and no rows
         raise fail(exc, 0) from None
+    try:
+        yield from _scored_batches(reader, positions, service, source_name, fail)
+    finally:
+        # Stop the reader's read-ahead before the error (or the end) travels on: a reader
+        # left running while the interpreter exits can abort the process.
+        reader.close()
+
+
+def _scored_batches(reader, positions: list[int], service: ModelService, source_name: str,
+                    fail) -> Iterator[ScoredChunk]:
+    import pyarrow as pa
+
     version = np.array([service.version])
     done = 0
     while True:
