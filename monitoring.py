@@ -581,7 +581,8 @@ def describe_fields(fields: Mapping[str, Any]) -> str | None:
         parts.append(f"max PSI {float(fields['max_psi']):.3f} ({fields.get('max_psi_feature', '')}),")
     except (KeyError, TypeError, ValueError):
         pass
-    parts.append(f"{fields.get('drifted_features', '0')} features drifted, {fields.get('warn_features', '0')} at warn,")
+    parts.append(f"{fields.get('drifted_features', '0')} features drifted, {fields.get('warn_features', '0')} at warn"
+                 " (features count only beyond sampling noise),")
     try:
         parts.append(f"out-of-bounds {float(fields['out_of_bounds_rate']):.1%}, nulls {float(fields['null_rate']):.1%}")
     except (KeyError, TypeError, ValueError):
