@@ -38,7 +38,7 @@ import numpy as np
 import settings
 import storage
 from registry import RegistryError
-from score import ModelService
+from score import ModelService, load_service
 
 log = logging.getLogger("batch_score")
 
@@ -156,7 +156,6 @@ def _iter_scored(source: BinaryIO, names: list[str], service: ModelService, sour
 def _iter_scored_chunks(source: BinaryIO, names: list[str], service: ModelService, source_name: str,
                         block_size: int) -> Iterator[ScoredChunk]:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     positions = [names.index(f) for f in service.features]
@@ -412,11 +411,7 @@ _service: ModelService | None = None
 def init() -> None:
     """Called once per worker: load from $AZUREML_MODEL_DIR, else the latest local version."""
     global _service
-    model_dir = os.environ.get("AZUREML_MODEL_DIR")
-    if model_dir:
-        _service = ModelService.from_model_dir(model_dir)
-    else:
-        _service = ModelService.from_registry(settings.registry_dir(), os.environ.get("MODEL_VERSION", "latest"))
+    _service = load_service()
     log.info("batch_score.init loaded model %s", _service.version)
 
 

@@ -319,14 +319,19 @@ def extract_records(payload: Any) -> list[Any]:
 _service: ModelService | None = None
 
 
+def load_service() -> ModelService:
+    """The model an Azure ML init() loads: $AZUREML_MODEL_DIR when set, else the local registry's
+    $MODEL_VERSION (latest by default)."""
+    model_dir = os.environ.get("AZUREML_MODEL_DIR")
+    if model_dir:
+        return ModelService.from_model_dir(model_dir)
+    return ModelService.from_registry(settings.registry_dir(), os.environ.get("MODEL_VERSION", "latest"))
+
+
 def init() -> None:
     """Called once by the server: load from $AZUREML_MODEL_DIR, else the latest local version."""
     global _service
-    model_dir = os.environ.get("AZUREML_MODEL_DIR")
-    if model_dir:
-        _service = ModelService.from_model_dir(model_dir)
-    else:
-        _service = ModelService.from_registry(settings.registry_dir(), os.environ.get("MODEL_VERSION", "latest"))
+    _service = load_service()
     log.info("score.init loaded model %s", _service.version)
 
 

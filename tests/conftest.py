@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -157,3 +159,35 @@ def blob_connection(azurite) -> str:
     for container in service.list_containers():
         service.delete_container(container.name)
     return azurite
+
+
+def register_copy(root: Path, source: int = 1) -> int:
+    """Register a new version holding an existing version's files (fast: no training)."""
+    from registry import Registry
+
+    reg = Registry(root)
+    src = reg.get(source)
+
+    def write(staging: Path) -> None:
+        for name in ("model.joblib", "metrics.json"):
+            shutil.copy(src.path / name, staging / name)
+
+    metadata = {k: v for k, v in src.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
+    return reg.register(write, metadata).version
+
+
+def register_tampered(root: Path, source: int = 1) -> int:
+    """A complete version folder whose model.joblib does not match its recorded sha256."""
+    from registry import METADATA_FILE, Registry, version_name
+
+    reg = Registry(root)
+    number = max(reg.versions()) + 1
+    staging = root / ".staging-tampered"
+    shutil.copytree(reg.get(source).path, staging)
+    meta = json.loads((staging / METADATA_FILE).read_text())
+    meta["version"] = number
+    (staging / METADATA_FILE).write_text(json.dumps(meta))
+    with open(staging / "model.joblib", "ab") as handle:
+        handle.write(b"tampered")
+    os.rename(staging, root / version_name(number))
+    return number

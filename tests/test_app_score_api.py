@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,8 +15,8 @@ from fastapi.testclient import TestClient
 
 import app_score_api
 from app_score_api import EXAMPLE_RECORD, NO_MODEL, app
-from conftest import run_script
-from registry import METADATA_FILE, Registry, version_name
+from conftest import register_copy, register_tampered, run_script
+from registry import Registry
 from score import ModelService
 
 
@@ -43,32 +42,6 @@ def serve(monkeypatch, registry):
     return start
 
 
-def register_copy(root: Path, source: int = 1) -> int:
-    """Register a new version holding an existing version's files (fast: no training)."""
-    reg = Registry(root)
-    src = reg.get(source)
-
-    def write(staging: Path) -> None:
-        for name in ("model.joblib", "metrics.json"):
-            shutil.copy(src.path / name, staging / name)
-
-    metadata = {k: v for k, v in src.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
-    return reg.register(write, metadata).version
-
-
-def register_tampered(root: Path, source: int = 1) -> int:
-    """A complete version folder whose model.joblib does not match its recorded sha256."""
-    reg = Registry(root)
-    number = max(reg.versions()) + 1
-    staging = root / ".staging-tampered"
-    shutil.copytree(reg.get(source).path, staging)
-    meta = json.loads((staging / METADATA_FILE).read_text())
-    meta["version"] = number
-    (staging / METADATA_FILE).write_text(json.dumps(meta))
-    with open(staging / "model.joblib", "ab") as handle:
-        handle.write(b"tampered")
-    os.rename(staging, root / version_name(number))
-    return number
 
 
 def wait_for(predicate, timeout: float = 20.0):

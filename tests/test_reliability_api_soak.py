@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 import reliability_figures as figures
-from conftest import ROOT, free_port
-from registry import METADATA_FILE, Registry, version_label, version_name
+from conftest import ROOT, free_port, register_copy, register_tampered
+from registry import Registry, version_label
 
 API_KEY = "soak-key-3b9f61d2c7"
 REQUESTS = figures.count("RELIABILITY_SOAK_REQUESTS", 3000)
@@ -38,32 +38,6 @@ CONCURRENCY = figures.count("RELIABILITY_SOAK_CONCURRENCY", 16)
 REGISTER_SECONDS = float(os.environ.get("RELIABILITY_SOAK_REGISTER_SECONDS", "2"))
 
 
-def register_copy(root: Path, source: int = 1) -> int:
-    """A new version holding an existing version's files (no training: registration is the point)."""
-    reg = Registry(root)
-    src = reg.get(source)
-
-    def write(staging: Path) -> None:
-        for name in ("model.joblib", "metrics.json"):
-            shutil.copy(src.path / name, staging / name)
-
-    metadata = {k: v for k, v in src.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
-    return reg.register(write, metadata).version
-
-
-def register_tampered(root: Path, source: int = 1) -> int:
-    """A complete-looking version whose model.joblib no longer matches its recorded sha256."""
-    reg = Registry(root)
-    number = max(reg.versions()) + 1
-    staging = root / ".staging-tampered"
-    shutil.copytree(reg.get(source).path, staging)
-    meta = json.loads((staging / METADATA_FILE).read_text())
-    meta["version"] = number
-    (staging / METADATA_FILE).write_text(json.dumps(meta))
-    with open(staging / "model.joblib", "ab") as handle:
-        handle.write(b"\0")
-    os.rename(staging, root / version_name(number))
-    return number
 
 
 class Server:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-import registry
 import reliability_figures as figures
 from conftest import ROOT, run_script
 from registry import Registry, RegistryError
