@@ -66,6 +66,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Stop a server the tests started, by its own PID: SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory) -> Path:
     """A registry with two versions (v001, v002), trained without MLflow for speed."""
@@ -141,12 +151,7 @@ def azurite(tmp_path_factory):
                 time.sleep(0.05)
         yield azurite_connection_string(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         log_file.close()
 
 

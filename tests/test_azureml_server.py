@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, stop_process
 from registry import version_name
 
 AZUREML_PYTHON = Path(os.environ.get("AZUREML_SERVER_PYTHON", ROOT / ".venv-azureml" / "bin" / "python"))
@@ -80,12 +80,7 @@ def server(azureml_model_dir, tmp_path_factory):
             time.sleep(0.1)
         yield {"url": url, "proc": proc, "log": log_path, "port": port}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=20)
 
 
 def _score(server, body) -> httpx.Response:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app_score_api import EXAMPLE_RECORD
-from conftest import ROOT, free_port, run_script
+from conftest import ROOT, free_port, run_script, stop_process
 
 API_KEY = "live-test-key-5d1c9e"
 
@@ -51,12 +51,7 @@ def live_server(tmp_path_factory, trained_registry):
             time.sleep(0.05)
         yield {"url": url, "registry": registry, "log": log_path}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=15)
 
 
 def one_line_error(result) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import reliability_figures as figures
-from conftest import ROOT, free_port, register_copy, register_tampered
+from conftest import ROOT, free_port, register_copy, register_tampered, stop_process
 from registry import Registry, version_label
 
 API_KEY = "soak-key-3b9f61d2c7"
@@ -68,12 +68,7 @@ class Server:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ import generate_raw_data
 import pipeline_run_batch as pipeline
 import reliability_figures as figures
 import storage
-from conftest import AZURITE_BIN, ROOT, azurite_connection_string, free_port, run_script
+from conftest import AZURITE_BIN, ROOT, azurite_connection_string, free_port, run_script, stop_process
 
 DAY = dt.date(2026, 11, 26)
 # Anything a run reports on stderr behind our back ("Exception ignored ...") fails the test.
@@ -435,12 +435,7 @@ class Azurite:
     def stop(self) -> None:
         """Stopped as a service manager would (SIGTERM), so it saves what it holds to its folder."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            stop_process(self.proc, timeout=15)
 
 
 class StopAzuriteAfter:
