@@ -52,18 +52,16 @@ PY
   echo "API pid $API_PID on $API_URL: $READY"
   echo "\$ python client.py --url $API_URL --n 3"
   $PY client.py --url "$API_URL" --n 3
-  PAYLOAD=$(mktemp)
-  $PY -c 'import json, score; print(json.dumps({"records": score.sample_records(1)}))' >"$PAYLOAD"
+  PAYLOAD=examples/one_record.json  # the data's first row, as {"records": [...]}
   AUTH=()
   [[ -n "${SCORING_API_KEY:-}" ]] && AUTH=(-H "Authorization: Bearer $SCORING_API_KEY")
-  echo "\$ curl -s $API_URL/predict -H 'Content-Type: application/json' -d @one_record.json"
+  echo "\$ curl -s $API_URL/predict -H 'Content-Type: application/json' -d @examples/one_record.json"
   if command -v curl >/dev/null; then
     curl -s "$API_URL/predict" -H 'Content-Type: application/json' "${AUTH[@]}" -d @"$PAYLOAD"
   else  # the same request without curl
     $PY -c 'import sys, urllib.request; r = urllib.request.Request(sys.argv[1] + "/predict", open(sys.argv[2], "rb").read(), {"Content-Type": "application/json"}); print(urllib.request.urlopen(r).read().decode(), end="")' "$API_URL" "$PAYLOAD"
   fi
   echo
-  rm -f "$PAYLOAD"
 )
 
 stage "6. Three nightly raw files, the third with drift" "files landing in the Blob / Data Lake raw zone"

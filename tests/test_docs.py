@@ -40,6 +40,23 @@ def test_readme_links_exist():
     assert not missing, f"README links to missing files: {missing}"
 
 
+def test_readme_request_files_exist():
+    """Every payload a README curl line sends (-d @FILE) ships with the repo."""
+    payloads = set(re.findall(r"-d @([\w./-]+)", README))
+    assert payloads, "expected curl examples with -d @FILE"
+    assert not [p for p in payloads if not (ROOT / p).is_file()]
+
+
+def test_example_payloads_score_as_documented(service):
+    import json
+
+    good = json.loads((ROOT / "examples" / "one_record.json").read_text())
+    assert len(service.score_payload(good)["results"]) == 1
+    bad = json.loads((ROOT / "examples" / "worst_area_infinity.json").read_text())
+    with pytest.raises(ValueError, match="record 0, feature 'worst area': expected a finite number, got Infinity"):
+        service.score_payload(bad)
+
+
 def test_readme_make_targets_exist():
     targets = set(re.findall(r"^([a-zA-Z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
     named = set(re.findall(r"\bmake ([a-z][\w-]*)", README))
