@@ -88,6 +88,18 @@ def trained_registry(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture()
+def zones(tmp_path, monkeypatch, trained_registry):
+    """Raw, curated and logs under tmp_path, the trained registry, local storage."""
+    paths = {"RAW_DIR": tmp_path / "raw", "CURATED_DIR": tmp_path / "curated", "LOGS_DIR": tmp_path / "logs"}
+    for key, path in paths.items():
+        monkeypatch.setenv(key, str(path))
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    env = {key: str(path) for key, path in paths.items()} | {"LOCAL_REGISTRY_DIR": str(trained_registry)}
+    return {key.split("_")[0].lower(): path for key, path in paths.items()} | {"env": env}
+
+
 @pytest.fixture(scope="session")
 def service(trained_registry):
     """The latest version of `trained_registry`, loaded."""

@@ -24,17 +24,6 @@ from conftest import ROOT, free_port, run_script
 DAY = dt.date(2026, 11, 26)
 
 
-@pytest.fixture()
-def zones(tmp_path, monkeypatch, trained_registry):
-    """Raw, curated and logs under tmp_path, the trained registry, local storage."""
-    paths = {"RAW_DIR": tmp_path / "raw", "CURATED_DIR": tmp_path / "curated", "LOGS_DIR": tmp_path / "logs"}
-    for key, path in paths.items():
-        monkeypatch.setenv(key, str(path))
-    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
-    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
-    return {key.split("_")[0].lower(): path for key, path in paths.items()} | {"env": {k: str(v) for k, v in paths.items()} | {"LOCAL_REGISTRY_DIR": str(trained_registry)}}
-
-
 def make_raw(*days: dt.date, rows: int = 120, seed: int = 42, store=None) -> None:
     generate_raw_data.generate(list(days), rows=rows, seed=seed, store=store or storage.LocalStorage())
 

@@ -48,17 +48,6 @@ MUTATIONS = figures.count("RELIABILITY_CSV_MUTATIONS", 150)
 SEED = int(os.environ.get("RELIABILITY_SEED", "7"))
 
 
-@pytest.fixture()
-def zones(tmp_path, monkeypatch, trained_registry):
-    """Raw, curated and logs under tmp_path, the trained registry, local storage."""
-    paths = {"RAW_DIR": tmp_path / "raw", "CURATED_DIR": tmp_path / "curated", "LOGS_DIR": tmp_path / "logs"}
-    for key, path in paths.items():
-        monkeypatch.setenv(key, str(path))
-    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
-    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
-    return {key.split("_")[0].lower(): path for key, path in paths.items()}
-
-
 @pytest.fixture(scope="module")
 def good_csv(tmp_path_factory) -> bytes:
     """A good raw file of 30 rows, as generate_raw_data writes it."""
