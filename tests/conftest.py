@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,48 @@ def register_tampered(root: Path, source: int = 1) -> int:
         handle.write(b"tampered")
     os.rename(staging, root / version_name(number))
     return number
+
+
+class ApiServer:
+    """`python app_score_api.py` on a free loopback port, polled until ready, stopped by its PID."""
+
+    def __init__(self, registry: Path, log_path: Path, env: dict[str, str], *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.registry = registry
+        self.log_path = log_path
+        with open(log_path, "w") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "app_score_api.py", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--registry-dir", str(registry), *args],
+                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, path: str = "/ready", timeout: float = 60) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log_path.read_text()}"
+            try:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"server not ready:\n{self.log_path.read_text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=15)
+
+
+@pytest.fixture(scope="module")
+def azureml_model_dir(trained_registry, service, tmp_path_factory) -> Path:
+    """$AZUREML_MODEL_DIR as Azure lays it out: the registered folder under its own name."""
+    from registry import version_name
+
+    number = int(service.version.lstrip("v"))
+    base = tmp_path_factory.mktemp("azureml-model-dir")
+    shutil.copytree(trained_registry / version_name(number), base / version_name(number))
+    return base

@@ -9,7 +9,6 @@ scoring (batch_score.score_file, the nightly driver's step) writes for the same 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from registry import version_name
 
 SPEC = yaml.safe_load((ROOT / "azureml" / "batch" / "deployment.yml").read_text(encoding="utf-8"))
 ROW_COUNTS = [7, 40, 1, 25, 60, 3, 12]  # seven raw files of different sizes
-
-
-@pytest.fixture(scope="module")
-def model_dir(trained_registry, service, tmp_path_factory) -> Path:
-    number = int(service.version.lstrip("v"))
-    base = tmp_path_factory.mktemp("azureml-batch-model")
-    shutil.copytree(trained_registry / version_name(number), base / version_name(number))
-    return base
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +42,10 @@ def raw_files(service, tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture
-def batch_score(model_dir, monkeypatch):
+def batch_score(azureml_model_dir, monkeypatch):
     import batch_score as module
 
-    monkeypatch.setenv("AZUREML_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(azureml_model_dir))
     monkeypatch.setattr(module, "_service", None)
     return module
 

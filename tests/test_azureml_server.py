@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ import httpx
 import pytest
 
 from conftest import ROOT, free_port, stop_process
-from registry import version_name
 
 AZUREML_PYTHON = Path(os.environ.get("AZUREML_SERVER_PYTHON", ROOT / ".venv-azureml" / "bin" / "python"))
 LAUNCHER = ROOT / "scripts" / "azmlinfsrv_local.py"
@@ -31,15 +29,6 @@ READY_TIMEOUT = 90.0
 def _log_tail(path: Path, lines: int = 40) -> str:
     text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-@pytest.fixture(scope="module")
-def azureml_model_dir(trained_registry, service, tmp_path_factory) -> Path:
-    """$AZUREML_MODEL_DIR as Azure lays it out: the registered folder under its own name."""
-    number = int(service.version.lstrip("v"))
-    base = tmp_path_factory.mktemp("azureml-model-dir")
-    shutil.copytree(trained_registry / version_name(number), base / version_name(number))
-    return base
 
 
 @pytest.fixture(scope="module")

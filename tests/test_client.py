@@ -4,11 +4,8 @@ under load: every request answered, the new version served without a restart."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +13,7 @@ import httpx
 import pytest
 
 from app_score_api import EXAMPLE_RECORD
-from conftest import ROOT, free_port, run_script, stop_process
+from conftest import ROOT, ApiServer, free_port, run_script
 
 API_KEY = "live-test-key-5d1c9e"
 
@@ -28,30 +25,12 @@ def live_server(tmp_path_factory, trained_registry):
     registry = base / "registry"
     registry.mkdir()
     shutil.copytree(trained_registry / "model_v001", registry / "model_v001")
-    port = free_port()
-    log_path = base / "server.log"
-    env = {**os.environ, "SCORING_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "app_score_api.py", "--host", "127.0.0.1", "--port", str(port),
-             "--registry-dir", str(registry)],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = ApiServer(registry, base / "server.log", {"SCORING_API_KEY": API_KEY})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"server exited early:\n{log_path.read_text()}"
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready:\n{log_path.read_text()}"
-            time.sleep(0.05)
-        yield {"url": url, "registry": registry, "log": log_path}
+        server.wait_ready("/ready")
+        yield {"url": server.url, "registry": registry, "log": server.log_path}
     finally:
-        stop_process(proc, timeout=15)
+        server.stop()
 
 
 def one_line_error(result) -> str:

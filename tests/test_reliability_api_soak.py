@@ -18,18 +18,15 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 import reliability_figures as figures
-from conftest import ROOT, free_port, register_copy, register_tampered, stop_process
+from conftest import ApiServer, register_copy, register_tampered
 from registry import Registry, version_label
 
 API_KEY = "soak-key-3b9f61d2c7"
@@ -40,46 +37,15 @@ REGISTER_SECONDS = float(os.environ.get("RELIABILITY_SOAK_REGISTER_SECONDS", "2"
 
 
 
-class Server:
-    """`python app_score_api.py` on a free loopback port, polled until ready, stopped by its PID."""
-
-    def __init__(self, registry: Path, log_path: Path, env: dict[str, str]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "w") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "app_score_api.py", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--registry-dir", str(registry), "--reload-seconds", "0.2"],
-                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                stdout=log_file, stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"server exited early:\n{self.log_path.read_text()}"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not up:\n{self.log_path.read_text()}"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=15)
-
-
 @pytest.fixture(scope="module")
 def soak_server(tmp_path_factory, trained_registry):
     base = tmp_path_factory.mktemp("soak")
     registry = base / "registry"
     registry.mkdir()
     shutil.copytree(trained_registry / "model_v001", registry / "model_v001")
-    server = Server(registry, base / "server.log", {"SCORING_API_KEY": API_KEY})
+    server = ApiServer(registry, base / "server.log", {"SCORING_API_KEY": API_KEY}, "--reload-seconds", "0.2")
     try:
-        server.wait_ready()
+        server.wait_ready("/health")
         yield server, registry
     finally:
         server.stop()
