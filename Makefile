@@ -60,6 +60,10 @@ demo: $(STAMP)
 demo-blob: $(STAMP) $(NODE_STAMP)
 	@bash scripts/demo_blob.sh
 
+## Rewrite the README's make demo excerpt from a real run of the demo (in a temporary copy)
+readme-demo: $(STAMP)
+	$(PY) scripts/readme_demo.py
+
 ## Run the test suite
 test: $(STAMP) $(AZ_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
