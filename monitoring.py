@@ -309,6 +309,27 @@ def load_profile(folder: Path) -> dict[str, Any] | None:
     return profile
 
 
+def load_reference_profile(registry_dir: Path | str | None, version: str | int | None) -> dict[str, Any] | None:
+    """The reference profile of a registered version, or None (with a warning saying why).
+
+    None when the version is unknown, has no profile, or names several versions ("v001+v002",
+    "-", as a report's mixed day does); a profile that cannot be read is a warning too.
+    """
+    from registry import Registry, RegistryError
+
+    if version is None or (isinstance(version, str) and ("+" in version or version in ("", "-"))):
+        return None
+    try:
+        entry = Registry(registry_dir).get(version)
+        profile = load_profile(entry.path)
+    except (RegistryError, MonitoringError) as exc:
+        log.warning("no reference profile for model %s: %s", version, exc)
+        return None
+    if profile is None:
+        log.warning("model %s has no %s (retrain to add one)", entry.label, PROFILE_FILE)
+    return profile
+
+
 # ----- the streaming accumulator -----------------------------------------------------------
 class _Reservoir:
     """A uniform sample of at most `size` rows of a stream (Vitter's algorithm R, per chunk)."""

@@ -9,12 +9,75 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Mapping
 
 ROOT = Path(__file__).resolve().parent
 
 
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names both."""
+
+
+# ----- environment variables (one parser family for every module) -------------------------
+# Each reads `name` from `environ` (default os.environ) at call time; unset or empty gives the
+# default; a bad value is a SettingsError such as "DRIFT_ALPHA must be a number, got 'x'".
+def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """The variable's text, or `default` when it is unset or empty."""
+    value = (os.environ if environ is None else environ).get(name)
+    return value if value else default
+
+
+def env_int(name: str, default: int | None = None, *, minimum: int | None = None,
+            environ: Mapping[str, str] | None = None) -> int | None:
+    """The variable as a whole number (at least `minimum` when given)."""
+    raw = env_str(name, environ=environ)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float | None = None, *, minimum: float | None = None, positive: bool = False,
+              environ: Mapping[str, str] | None = None) -> float | None:
+    """The variable as a number (above 0 with `positive`, at least `minimum` when given)."""
+    raw = env_str(name, environ=environ)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if positive and not value > 0:
+        raise SettingsError(f"{name} must be positive, got {value}")
+    if minimum is not None and not value >= minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_bool(name: str, default: bool = False, *, environ: Mapping[str, str] | None = None) -> bool:
+    """The variable as a yes/no switch: 1/true/yes/on or 0/false/no/off, any case."""
+    raw = env_str(name, environ=environ)
+    if raw is None:
+        return default
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}, got {raw!r}")
+
+
 def _path(env: str, default: Path) -> Path:
-    value = os.environ.get(env)
+    value = env_str(env)
     return Path(value).expanduser() if value else default
 
 
@@ -54,7 +117,7 @@ MLFLOW_EXPERIMENT = "risk-classifier"
 
 def mlflow_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else MLflow's own default store (mlflow.db) at the root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+    return env_str("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

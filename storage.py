@@ -28,11 +28,11 @@ import datetime as _dt
 import io
 import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
+import fileio
 import settings
 
 RAW = "raw"
@@ -49,7 +49,6 @@ AZURITE_CONNECTION_STRING = (
 
 # A name is one plain file name: no folders, no "..", no hidden files, no odd characters.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 RAW_PREFIX = "new_data_"
 CURATED_PREFIX = "predictions_"
 _DATED = re.compile(r"(new_data_|predictions_)(\d{8})\.csv")
@@ -65,13 +64,13 @@ class StorageNotFound(StorageError, FileNotFoundError):
 
 
 def parse_date(text: str) -> _dt.date:
-    """A YYYY-MM-DD string as a date, else StorageError (so "../x" never becomes a name)."""
-    if not isinstance(text, str) or not _DATE.fullmatch(text):
-        raise StorageError(f"invalid date {text!r}: expected YYYY-MM-DD, for example 2026-11-26")
+    """cli.parse_date with its error as a StorageError, for callers that catch only storage errors."""
+    import cli  # imported here: cli imports this module
+
     try:
-        return _dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise StorageError(f"invalid date {text!r}: {exc}") from None
+        return cli.parse_date(text)
+    except cli.UsageError as exc:
+        raise StorageError(str(exc)) from None
 
 
 def raw_name(day: _dt.date) -> str:
@@ -192,7 +191,7 @@ class LocalStorage:
         return self.path(CURATED, name).is_file()
 
     def _write(self, zone: str, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        return atomic_write(self.path(zone, name))
+        return _local_write(self.path(zone, name))
 
     def write_raw(self, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
         return self._write(RAW, name)
@@ -209,24 +208,16 @@ class LocalStorage:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that replaces `path` only when the block exits cleanly (temp + fsync + rename)."""
-    path = Path(path)
+def _local_write(path: Path) -> Iterator[BinaryIO]:
+    """fileio.atomic_write, with a folder or temporary file that cannot be made as a StorageError."""
+    writer = fileio.atomic_write(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle = writer.__enter__()
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb", buffering=1024 * 1024) as handle:
-            yield handle  # type: ignore[misc]
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        stack.push(writer)  # the write's own exit: rename on success, remove the temporary file on error
+        yield handle
 
 
 # ----- Azure Blob Storage ----------------------------------------------------------------
@@ -445,12 +436,6 @@ class _BlockWriter(io.RawIOBase):
     def close(self) -> None:
         # pyarrow closes its sink when a writer finishes; committing is the context manager's job.
         pass
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _zone(zone: str) -> str:

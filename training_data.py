@@ -1,0 +1,56 @@
+"""The training table: the training CSV when there is one, else scikit-learn's copy of the data.
+
+train.py fits on it, generate_raw_data.py samples new rows from it and score.py --sample
+scores its first rows. The table is returned as read (every column, the target included);
+what a caller needs of it (numeric features, a binary target) the caller checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import settings
+
+SKLEARN_SOURCE = "sklearn.datasets.load_breast_cancer"
+
+
+class TrainingDataError(ValueError):
+    """The training table cannot be read; the message names the file and the reason."""
+
+
+def load_table(path: Path | None = None, *, nrows: int | None = None, what: str = "data file") -> Any:
+    """The table at `path`, else settings.data_csv() when present, else scikit-learn's copy.
+
+    A `path` given but missing is an error ("<what> <path> does not exist"); only the default
+    falls back. The DataFrame's attrs["source"] says where it came from (a path or SKLEARN_SOURCE).
+    """
+    import pandas as pd
+
+    chosen = path if path is not None else settings.data_csv()
+    if chosen.is_file():
+        try:
+            frame = pd.read_csv(chosen, nrows=nrows)
+        except (OSError, ValueError) as exc:
+            raise TrainingDataError(f"cannot read {chosen}: {exc}") from None
+        frame.attrs["source"] = str(chosen)
+        return frame
+    if path is not None:
+        raise TrainingDataError(f"{what} {chosen} does not exist")
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame = frame.head(nrows) if nrows is not None else frame
+    frame.attrs["source"] = SKLEARN_SOURCE
+    return frame
+
+
+def table_sha256(frame: Any) -> str:
+    """The SHA-256 of the table's source file, or of its CSV text when it came from scikit-learn."""
+    source = frame.attrs.get("source", SKLEARN_SOURCE)
+    if source != SKLEARN_SOURCE and Path(source).is_file():
+        from registry import sha256_file
+
+        return sha256_file(Path(source))
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
