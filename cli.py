@@ -105,9 +105,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
     """
     cells = [[header for _, header, _ in columns]]
     for row in rows:
-        cells.append([_cell(row[key], spec) for key, _, spec in columns])
+        cells.append([format_cell(row[key], spec) for key, _, spec in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    numeric = [bool(rows) and all(_is_number(row[key]) for row in rows) for key, _, _ in columns]
+    numeric = [bool(rows) and all(is_number(row[key]) for row in rows) for key, _, _ in columns]
     lines = []
     for r in cells:
         parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)]
@@ -115,15 +115,17 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
     return "\n".join(lines)
 
 
-def _cell(value: Any, spec: str = "") -> str:
+def format_cell(value: Any, spec: str = "") -> str:
+    """One table cell as text: NaN as "-", a float by `spec` (default .4f), an int by `spec` if given."""
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
         return format(value, spec or ".4f")
-    if spec and _is_number(value):
+    if spec and is_number(value):
         return format(value, spec)
     return str(value)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool: what a table right-aligns."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
