@@ -16,8 +16,8 @@ A failed run (missing input, bad columns or rows, storage unreachable, no model)
 `failed` row with the error, prints one line on stderr, leaves no partial curated file
 (an earlier complete output of that date stays as it was) and makes the exit code 1.
 Re-running a date replaces its output atomically. Two runs of the same date at once: the
-second refuses (or waits, with --wait); the lock is an fcntl lock that the kernel drops
-when its process dies, so a killed run never leaves a stale lock.
+second refuses (or waits, with --wait); the lock is a filelock.FileLock, an fcntl lock that
+the kernel drops when its process dies, so a killed run never leaves a stale lock.
 
 Azure counterpart: a Data Factory / Synapse pipeline triggering an Azure ML batch job, with
 the run log standing in for Log Analytics.
@@ -27,39 +27,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
-import fcntl
-import io
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
+import filelock
 import numpy as np
 
 import batch_score
+import cli
 import monitoring
+import runlog
 import settings
 import storage
-from registry import Registry, RegistryError
+from registry import RegistryError
 from score import ModelService
 
 log = logging.getLogger("pipeline_run_batch")
 
-LOG_FILE = "batch_runs_log.csv"
-BASE_LOG_COLUMNS = (
-    "timestamp", "run_date", "storage", "input_file", "output_file", "row_count",
-    "min_score", "max_score", "mean_score", "model_version", "status", "duration_s", "error",
-)
-# Columns that other modules contribute to each run's row (for example drift monitoring):
-# list them here, and pass their values as `extra` to append_log_row / from a RunMonitor.
-EXTRA_LOG_COLUMNS: tuple[str, ...] = monitoring.SUMMARY_COLUMNS
-LOG_COLUMNS = BASE_LOG_COLUMNS + EXTRA_LOG_COLUMNS
-
-SUCCESS, FAILED = "success", "failed"
+SUCCESS, FAILED = runlog.SUCCESS, runlog.FAILED
 MAX_BACKFILL_DAYS = 3660
 
 
@@ -75,105 +64,28 @@ class RunMonitor(Protocol):
     def log_fields(self, summary: batch_score.BatchSummary | None) -> Mapping[str, Any]: ...
 
 
-# ----- the run log -----------------------------------------------------------------------------
-def log_path() -> Path:
-    return settings.logs_dir() / LOG_FILE
-
-
+# ----- one run ---------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _locked(lock_file: Path, *, wait: bool = True) -> Iterator[None]:
-    """An exclusive fcntl lock on `lock_file`; the kernel releases it if the process dies."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+def date_lock(day: dt.date, kind: str, *, wait: bool = False) -> Iterator[None]:
+    """The lock that keeps two runs of one date (on one storage) from overlapping.
+
+    A filelock.FileLock (an fcntl lock, released by the kernel if the process dies). Held by
+    another run: RunLockedError, or with `wait` a warning on stderr and a wait for it.
+    """
+    path = settings.logs_dir() / "locks" / f"batch_{kind}_{day:%Y%m%d}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(f"another run holds {lock_file}") from None
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if not wait:
+            raise RunLockedError(f"another run holds {path}") from None
+        log.warning("another run of %s holds %s; waiting for it", day, path)
+        lock.acquire()
+    try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
-
-
-def _csv_line(values: Sequence[Any]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([_format(v) for v in values])
-    return buffer.getvalue()
-
-
-def append_log_row(row: Mapping[str, Any], extra: Mapping[str, Any] | None = None, path: Path | None = None) -> dict[str, Any]:
-    """Append one run to the log (header first if new); safe when several runs finish at once.
-
-    `row` holds BASE_LOG_COLUMNS, `extra` any of EXTRA_LOG_COLUMNS; other keys are an error.
-    Under an exclusive lock the row goes out in one write and is fsynced. A log whose header
-    is not LOG_COLUMNS (written before columns were added) is rewritten, atomically, with the
-    current header and its rows kept by column name.
-    """
-    merged = {**row, **(extra or {})}
-    unknown = sorted(set(merged) - set(LOG_COLUMNS))
-    if unknown:
-        raise ValueError(f"not log columns: {', '.join(unknown)} (add them to EXTRA_LOG_COLUMNS)")
-    path = path or log_path()
-    line = _csv_line([merged.get(c) for c in LOG_COLUMNS]).encode("utf-8")
-    header = _csv_line(LOG_COLUMNS).encode("utf-8")
-    with _locked(path.with_name(f".{path.name}.lock")):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                os.write(fd, header + line)
-            elif _read_header(path) != list(LOG_COLUMNS):
-                os.close(fd)
-                fd = -1
-                _migrate(path, header, line)
-            else:
-                os.write(fd, line)
-            if fd >= 0:
-                os.fsync(fd)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-    return merged
-
-
-def _read_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), [])
-
-
-def _migrate(path: Path, header: bytes, line: bytes) -> None:
-    """Rewrite the log under the current header (old rows kept by column name), then add `line`."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    with storage.atomic_write(path) as out:
-        out.write(header)
-        for old in rows:
-            out.write(_csv_line([old.get(c, "") for c in LOG_COLUMNS]).encode("utf-8"))
-        out.write(line)
-    log.info("rewrote %s with the current log columns", path)
-
-
-def read_log(path: Path | None = None) -> list[dict[str, str]]:
-    """The log's rows as dicts (empty when there is no log yet)."""
-    path = path or log_path()
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-# ----- one run ---------------------------------------------------------------------------------
-def date_lock(day: dt.date, kind: str, *, wait: bool = False) -> contextlib.AbstractContextManager[None]:
-    """The lock that keeps two runs of one date (on one storage) from overlapping."""
-    return _locked(settings.logs_dir() / "locks" / f"batch_{kind}_{day:%Y%m%d}.lock", wait=wait)
+        lock.release()
 
 
 def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunMonitor | None = None,
@@ -215,7 +127,7 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
         row.update(status=FAILED, error=str(exc))
     except Exception as exc:  # a bug, not an input problem: log it, then let it surface
         row.update(status=FAILED, error=f"{type(exc).__name__}: {exc}", duration_s=round(time.perf_counter() - started, 3))
-        append_log_row(row, _monitor_fields(monitor, None))
+        runlog.append(row, _monitor_fields(monitor, None))
         raise
     else:
         row.update(
@@ -223,7 +135,7 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
             max_score=summary.max_score, mean_score=summary.mean_score, error="",
         )
     row["duration_s"] = round(time.perf_counter() - started, 3)
-    return append_log_row(row, _monitor_fields(monitor, summary))
+    return runlog.append(row, _monitor_fields(monitor, summary))
 
 
 def _discard_partial_output(store, curated: str) -> None:
@@ -248,27 +160,6 @@ def _monitor_fields(monitor: RunMonitor | None, summary) -> Mapping[str, Any] | 
         return None
 
 
-def reference_profile(registry_dir: Path | None, service: ModelService) -> dict[str, Any] | None:
-    """The served version's reference profile; None (and a warning) when it has none."""
-    try:
-        profile = monitoring.load_profile(Registry(registry_dir).get(service.version).path)
-    except (RegistryError, monitoring.MonitoringError) as exc:
-        log.warning("drift monitoring is off: %s", exc)
-        return None
-    if profile is None:
-        log.warning("drift monitoring is off: model %s has no %s (retrain to add one)",
-                    service.version, monitoring.PROFILE_FILE)
-    return profile
-
-
-def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    if end < start:
-        raise storage.StorageError(f"--end {end} is before --start {start}")
-    if (end - start).days >= MAX_BACKFILL_DAYS:
-        raise storage.StorageError(f"a backfill covers at most {MAX_BACKFILL_DAYS} days")
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 def describe(row: Mapping[str, Any]) -> str:
     """One line about a run for the terminal."""
     if row["status"] == SUCCESS:
@@ -290,11 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the date to run (default: today)")
     parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a backfill")
     parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last date of a backfill (inclusive)")
-    parser.add_argument("--storage", choices=storage.KINDS, default=None,
-                        help="where the raw and curated zones are (default: $STORAGE_BACKEND, else local)")
-    parser.add_argument("--registry-dir", type=Path, default=None,
-                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
-    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    cli.add_storage_option(parser)
+    cli.add_registry_options(parser)
     parser.add_argument("--wait", action="store_true",
                         help="wait for a run of the same date that is in progress instead of refusing")
     parser.add_argument("--block-size", type=int, default=batch_score.DEFAULT_BLOCK_SIZE,
@@ -331,37 +219,29 @@ def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN
             return value.replace("+00:00", "Z")
         return value if len(value) <= 60 else value[:57] + "..."
 
-    table = [list(columns)] + [[cell(c, r.get(c, "") or "") for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table)
+    shown = [{c: cell(c, r.get(c, "") or "") for c in columns} for r in rows]
+    return cli.format_table(shown, [(c, c, "") for c in columns])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     logging.getLogger("batch_score").setLevel(logging.INFO)  # progress on long files
     if args.show_log is not None:
-        rows = read_log()
+        rows = runlog.read()
         if not rows:
-            print(f"error: no runs logged yet ({log_path()} does not exist); run a date first", file=sys.stderr)
+            print(f"error: no runs logged yet ({runlog.log_path()} does not exist); run a date first", file=sys.stderr)
             return 1
         print(format_log(rows[-args.show_log:] if args.show_log > 0 else rows))
         return 0
     try:
-        if args.date is not None and (args.start or args.end):
-            raise storage.StorageError("give either --date or --start/--end, not both")
-        if (args.start is None) != (args.end is None):
-            raise storage.StorageError("--start and --end go together")
-        if args.start is not None:
-            days = days_between(storage.parse_date(args.start), storage.parse_date(args.end))
-        else:
-            days = [storage.parse_date(args.date) if args.date is not None else dt.date.today()]
+        days = cli.parse_days(args.date, args.start, args.end, max_days=MAX_BACKFILL_DAYS)
         if args.block_size < 4096:
             raise storage.StorageError("--block-size must be at least 4096")
         store = storage.get_storage(args.storage)
         thresholds = monitoring.Thresholds.from_env(psi_warn=args.psi_warn, psi_alert=args.psi_alert,
                                                     wasserstein=args.wasserstein_threshold, alpha=args.drift_alpha)
-    except (storage.StorageError, monitoring.MonitoringError) as exc:
+    except (cli.UsageError, storage.StorageError, monitoring.MonitoringError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     service, load_error = None, None
@@ -369,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         service = ModelService.from_registry(args.registry_dir, args.model_version)
     except RegistryError as exc:
         load_error = str(exc)
-    profile = reference_profile(args.registry_dir, service) if service is not None else None
+    profile = None
+    if service is not None:
+        profile = monitoring.load_reference_profile(args.registry_dir, service.version)
+        if profile is None:
+            log.warning("drift monitoring is off for model %s", service.version)
     failed = 0
     for day in days:
         monitor = None
@@ -387,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"error: {describe(row)}", file=sys.stderr)
     if len(days) > 1:
-        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {storage.display(str(log_path()))}")
+        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {storage.display(str(runlog.log_path()))}")
     else:
-        print(f"log: {storage.display(str(log_path()))}")
+        print(f"log: {storage.display(str(runlog.log_path()))}")
     return 1 if failed else 0
 
 

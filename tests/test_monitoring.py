@@ -325,9 +325,9 @@ def _generate(day: str, drift: float = 0.0, rows: int = 200) -> None:
 
 
 def _runs(capsys=None) -> dict[str, dict]:
-    import pipeline_run_batch
+    import runlog
 
-    return {row["run_date"]: row for row in pipeline_run_batch.read_log()}
+    return {row["run_date"]: row for row in runlog.read()}
 
 
 def test_a_clean_day_of_200_rows_does_not_flag_and_a_drifted_day_does(zones, trained_registry, capsys):
@@ -412,7 +412,9 @@ def test_a_failed_run_adds_no_drift_fields_and_no_table(zones, trained_registry)
     (zones / "raw").mkdir()
     (zones / "raw" / "new_data_20261125.csv").write_text("account_id,mean radius\nA,1\n")
     assert pipeline_run_batch.main(["--date", "2026-11-25", "--registry-dir", str(trained_registry)]) == 1
-    run = pipeline_run_batch.read_log()[-1]
+    import runlog
+
+    run = runlog.read()[-1]
     assert run["status"] == "failed" and run["drift_flag"] == ""
     assert not monitoring.drift_table_path(zones / "logs", "20261125").exists()
 

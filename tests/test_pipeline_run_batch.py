@@ -18,6 +18,7 @@ import pytest
 
 import generate_raw_data
 import pipeline_run_batch as pipeline
+import runlog
 import storage
 from conftest import ROOT, free_port, run_script
 
@@ -29,7 +30,7 @@ def make_raw(*days: dt.date, rows: int = 120, seed: int = 42, store=None) -> Non
 
 
 def log_rows() -> list[dict[str, str]]:
-    return pipeline.read_log()
+    return runlog.read()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -47,7 +48,7 @@ def test_a_run_scores_the_day_and_logs_it(zones, capsys, service):
     assert out.splitlines()[-1] == f"log: {zones['logs'] / 'batch_runs_log.csv'}"
     result = pd.read_csv(curated)
     with open(zones["logs"] / "batch_runs_log.csv", newline="") as handle:
-        assert next(csv.reader(handle)) == list(pipeline.LOG_COLUMNS)
+        assert next(csv.reader(handle)) == list(runlog.COLUMNS)
     (row,) = log_rows()
     assert row["status"] == "success" and row["error"] == ""
     assert row["run_date"] == "2026-11-26" and row["storage"] == "local"
@@ -170,7 +171,10 @@ def test_wait_queues_behind_a_run_in_progress(zones):
     with pipeline.date_lock(DAY, "local"):
         proc = subprocess.Popen([sys.executable, "pipeline_run_batch.py", "--date", "2026-11-26", "--wait"],
                                 cwd=ROOT, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_until(lambda: _blocked_on_flock(proc.pid) or proc.poll() is not None)
+        waiting = ""
+        while "waiting for it" not in waiting and proc.poll() is None:
+            waiting = proc.stderr.readline()
+        assert waiting == f"WARNING pipeline_run_batch: another run of 2026-11-26 holds {_lock_path(zones)}; waiting for it\n"
         assert proc.poll() is None  # it waits for the lock rather than failing
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -204,9 +208,9 @@ def test_a_killed_run_leaves_no_stale_lock(zones, capsys):
 
 def _append_many(path: str, worker: int, count: int) -> None:
     for i in range(count):
-        pipeline.append_log_row({"timestamp": f"w{worker}", "run_date": f"2026-11-{i % 28 + 1:02d}",
-                                 "status": "success", "error": "x, y \"quoted\"\nsecond line" * 20,
-                                 "row_count": i}, path=Path(path))
+        runlog.append({"timestamp": f"w{worker}", "run_date": f"2026-11-{i % 28 + 1:02d}",
+                       "status": "success", "error": "x, y \"quoted\"\nsecond line" * 20,
+                       "row_count": i}, path=Path(path))
 
 
 def test_concurrent_appends_never_interleave(tmp_path):
@@ -218,7 +222,7 @@ def test_concurrent_appends_never_interleave(tmp_path):
     for proc in procs:
         proc.join(timeout=120)
         assert proc.exitcode == 0
-    rows = pipeline.read_log(path)
+    rows = runlog.read(path)
     assert len(rows) == 240
     assert path.read_text().count("\n") == 241  # messages are made one line
     assert all(r["error"].startswith('x, y "quoted" second line') for r in rows)
@@ -227,8 +231,8 @@ def test_concurrent_appends_never_interleave(tmp_path):
 
 def test_extra_columns_from_another_module(zones, capsys, monkeypatch):
     """A monitor sees every chunk and adds its own columns to the run's row."""
-    monkeypatch.setattr(pipeline, "EXTRA_LOG_COLUMNS", ("drift_rows", "drift_flag"))
-    monkeypatch.setattr(pipeline, "LOG_COLUMNS", pipeline.BASE_LOG_COLUMNS + pipeline.EXTRA_LOG_COLUMNS)
+    monkeypatch.setattr(runlog, "EXTRA_COLUMNS", ("drift_rows", "drift_flag"))
+    monkeypatch.setattr(runlog, "COLUMNS", runlog.BASE_COLUMNS + runlog.EXTRA_COLUMNS)
 
     class Monitor:
         def __init__(self):
@@ -244,18 +248,18 @@ def test_extra_columns_from_another_module(zones, capsys, monkeypatch):
     # An old log, written before the extra columns existed, gets the new header and keeps its rows.
     old = zones["logs"] / "batch_runs_log.csv"
     old.parent.mkdir(parents=True)
-    old.write_text(",".join(pipeline.BASE_LOG_COLUMNS) + "\n" + "t0,2026-11-01" + "," * 11 + "\n")
+    old.write_text(",".join(runlog.BASE_COLUMNS) + "\n" + "t0,2026-11-01" + "," * 11 + "\n")
     make_raw(DAY, rows=90)
     service = pipeline.ModelService.from_registry()
     monitor = Monitor()
     row = pipeline.run_date(DAY, storage.LocalStorage(), service, monitor=monitor)
     assert row["status"] == "success" and row["drift_rows"] == 90 and row["drift_flag"] is True
     rows = log_rows()
-    assert list(rows[0]) == list(pipeline.LOG_COLUMNS)
+    assert list(rows[0]) == list(runlog.COLUMNS)
     assert rows[0]["timestamp"] == "t0" and rows[0]["drift_rows"] == ""
-    assert rows[1]["drift_rows"] == "90" and rows[1]["drift_flag"] == "True"
+    assert rows[1]["drift_rows"] == "90" and rows[1]["drift_flag"] == "true"
     with pytest.raises(ValueError, match="not log columns: surprise"):
-        pipeline.append_log_row({"status": "success"}, {"surprise": 1})
+        runlog.append({"status": "success"}, {"surprise": 1})
 
 
 def test_end_to_end_as_a_script(zones):
@@ -303,14 +307,5 @@ def test_blob_flow_on_azurite(zones, blob_connection, monkeypatch, service, caps
 
 
 # ----- helpers ---------------------------------------------------------------------------------
-def _blocked_on_flock(pid: int) -> bool:
-    """True when `pid` is waiting for an flock (a '->' line in /proc/locks)."""
-    return any(line.split()[1:2] == ["->"] and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines())
-
-
-def _wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+def _lock_path(zones) -> Path:
+    return zones["logs"] / "locks" / "batch_local_20261126.lock"

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 import generate_raw_data
 import pipeline_run_batch as pipeline
 import reliability_figures as figures
+import runlog
 import storage
 from conftest import AZURITE_BIN, ROOT, azurite_connection_string, free_port, run_script, stop_process
 
@@ -69,13 +70,13 @@ class Judge:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_bytes(data)
         shutil.rmtree(self.zones["curated"], ignore_errors=True)
-        before = len(pipeline.read_log())
+        before = len(runlog.read())
         try:
             row = pipeline.run_date(day, self.store, self.service)
         except Exception as exc:  # the pipeline let something unexpected escape
             figures.add("batch_fuzz", cases=1, tracebacks=1)
             raise AssertionError(f"unexpected {type(exc).__name__} for {data[:120]!r}: {exc}") from exc
-        log_rows = pipeline.read_log()
+        log_rows = runlog.read()
         assert len(log_rows) == before + 1, "every run logs exactly one row"
         assert log_rows[-1]["status"] == row["status"]
         left = sorted(p.name for p in self.zones["curated"].rglob("*")) if self.zones["curated"].exists() else []
@@ -306,7 +307,7 @@ def test_the_cli_fails_in_one_line_without_a_traceback(zones, good_csv, service,
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {DAY} failed: "), run.stderr
     assert not zones["curated"].exists() or not list(zones["curated"].iterdir())
-    (row,) = pipeline.read_log()
+    (row,) = runlog.read()
     assert row["status"] == "failed" and row["error"] in lines[0]
 
 
@@ -456,7 +457,7 @@ def test_azurite_stopped_mid_run_fails_cleanly_and_the_next_run_succeeds(zones, 
         assert stopper.chunks >= 1 and azurite.proc.poll() is not None
         assert row["status"] == pipeline.FAILED
         assert "127.0.0.1" in row["error"] and "\n" not in row["error"], row["error"]
-        (logged,) = pipeline.read_log()
+        (logged,) = runlog.read()
         assert logged["status"] == "failed" and logged["error"] == row["error"]
 
         azurite.start()  # back, with the raw file it had
@@ -465,7 +466,7 @@ def test_azurite_stopped_mid_run_fails_cleanly_and_the_next_run_succeeds(zones, 
         assert again["status"] == pipeline.SUCCESS, again["error"]
         with store.open_curated(storage.curated_name(DAY)) as handle:
             assert len(pd.read_csv(handle)) == 20_000
-        assert [r["status"] for r in pipeline.read_log()] == ["failed", "success"]
+        assert [r["status"] for r in runlog.read()] == ["failed", "success"]
         figures.add("faults", injected=1, data_lost=0)
         figures.add("faults_by_kind", **{"Azurite stopped mid-run": 1})
         figures.record("azurite_outage", seconds_to_fail=round(failed_in, 2))
@@ -497,7 +498,7 @@ def test_eight_runs_for_eight_dates_at_once(zones, service):
         child.join(timeout=300)
     failed = [(day, child.exitcode) for day, child in zip(days, children) if child.exitcode != 0]
 
-    with open(pipeline.log_path(), newline="", encoding="utf-8") as handle:
+    with open(runlog.log_path(), newline="", encoding="utf-8") as handle:
         lines = list(csv.reader(handle))
     header, rows = lines[0], lines[1:]
     malformed = []
@@ -514,7 +515,7 @@ def test_eight_runs_for_eight_dates_at_once(zones, service):
     figures.record("batch_concurrency", runs=len(days), failed=len(failed), log_rows=len(rows),
                    malformed_rows=len(malformed))
     assert not failed, failed
-    assert header == list(pipeline.LOG_COLUMNS)
+    assert header == list(runlog.COLUMNS)
     assert len(rows) == 8 and not malformed, malformed
     assert sorted(r[header.index("run_date")] for r in rows) == [d.isoformat() for d in days]
     for day in days:
