@@ -179,11 +179,11 @@ def switch_under_load(url: str, registry: Path, body: bytes, duration: int, work
 
 def in_process(service: Any, body: bytes, duration: float) -> dict[str, float]:
     """The scorer called directly on the raw body: what the endpoint does minus HTTP."""
-    import app_score_api
+    import endpoint_http
     from score import extract_records
 
     def once() -> bytes:
-        return app_score_api._score(service, extract_records(app_score_api._parse(body)), body)
+        return endpoint_http.score(service, extract_records(endpoint_http.parse(body)), body)
 
     for _ in range(50):
         once()

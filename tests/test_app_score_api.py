@@ -318,7 +318,7 @@ def test_pinned_version_failing_its_checksum_is_503(serve, registry):
         assert ready.status_code == 503
         assert "has been modified" in ready.json()["detail"]
         assert "refusing to load it" in predict(client, {"records": [EXAMPLE_RECORD]}).json()["detail"]
-        assert client.app.state.serving.rejected == {number}
+        assert client.app.state.serving.deployments["default"].rejected == {number}
 
 
 def test_new_version_is_served_without_restart(serve, registry):
@@ -335,8 +335,8 @@ def test_version_failing_its_checksum_is_not_served(serve, registry, caplog):
     caplog.set_level(logging.INFO, logger="app_score_api")
     with serve() as client:
         register_tampered(registry)
-        state = client.app.state.serving
-        wait_for(lambda: 3 in state.rejected)
+        deployment = client.app.state.serving.deployments["default"]
+        wait_for(lambda: 3 in deployment.rejected)
         assert client.get("/ready").json() == {"status": "ready", "model_version": "v002"}
         assert predict(client, {"records": [EXAMPLE_RECORD]}).json()["model_version"] == "v002"
         # A later good version is still picked up.
