@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import analyze_predictions as ap
+import cli
 import monitoring
+import runlog
 import storage
 from conftest import run_script
 
@@ -25,9 +27,7 @@ DAYS = {
     "20261125": [0.2, 0.8, 0.9, 1.0],                            # low 1, medium 0, high 3
     "20261126": [0.0, 0.31, 0.65, 0.71, 0.72],                   # low 1, medium 2, high 2
 }
-LOG_COLUMNS = ["timestamp", "run_date", "storage", "input_file", "output_file", "row_count", "min_score",
-               "max_score", "mean_score", "model_version", "status", "duration_s", "error",
-               *monitoring.SUMMARY_COLUMNS]
+LOG_COLUMNS = list(runlog.COLUMNS)
 
 
 def _write_predictions(folder: Path, key: str, scores, version: str = "v002") -> Path:
@@ -49,7 +49,7 @@ def _log_row(day: str, status: str = "success", **fields) -> dict:
 
 def _write_log(folder: Path, rows) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ap.LOG_FILE, "w", newline="") as handle:
+    with open(folder / runlog.LOG_FILE, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -136,6 +136,10 @@ def test_start_and_end_select_dates(zones, tmp_path):
                         logs_dir=zones["logs"], reports_dir=tmp_path / "r")
     assert [b["date"] for b in report.buckets] == ["2026-11-25"]
     assert "psi_png" not in report.files  # no drift table for that day: no PSI chart
+    page = report.files["html"].read_text(encoding="utf-8")
+    assert "<h2>Data drift, latest run</h2>" in page and "PSI per feature: no data for this chart." in page
+    assert '<p class="note">No drift table for this run.</p>' in page
+    assert "1 day of curated predictions" in page and "score &gt;= 0.7</div>" in page  # no earlier day to compare
     with pytest.raises(ap.AnalysisError, match="no prediction files between 2027-01-01 and the end"):
         ap.analyze(store, start=dt.date(2027, 1, 1), reports_dir=tmp_path / "r")
 
@@ -203,6 +207,26 @@ def test_html_is_self_contained_and_embeds_every_chart(zones, report):
         assert text in page
 
 
+def test_html_escapes_text_from_the_data(tmp_path):
+    """A model version, a run-log feature and a drift-table feature carrying markup come out as text."""
+    curated, logs = tmp_path / "curated", tmp_path / "logs"
+    _write_predictions(curated, "20261126", [0.1, 0.8], version="v<script>alert(1)</script>")
+    _write_log(logs, [_log_row("2026-11-26", drift_flag="true", drift_warn="true", max_psi="0.9",
+                               max_psi_feature='<b>"area"</b> & co', drifted_features="1")])
+    row = {"signal": "data_drift", "feature": "<img src=x onerror=alert(2)>", "population_stability_index": 0.9,
+           "normalized_wasserstein_distance": 0.5, "jensen_shannon_distance": 0.3, "ks_statistic": 0.4,
+           "ks_pvalue": 1e-9, "null_value_rate": 0.0, "out_of_bounds_rate": 0.0, "reference_mean": 1.0,
+           "production_mean": 2.0, "level": "alert"}
+    monitoring.write_drift_table(monitoring.drift_table_path(logs, "20261126"), [row])
+    report = ap.analyze(storage.LocalStorage(curated_dir=curated), logs_dir=logs, reports_dir=tmp_path / "r")
+    page = report.files["html"].read_text(encoding="utf-8")
+    assert "<script" not in page and "<img src=x" not in page and "<b>" not in page
+    assert page.count("v&lt;script&gt;alert(1)&lt;/script&gt;") == 3  # latest-run card, drift note, trend table
+    assert "max PSI 0.900 (&lt;b&gt;&#34;area&#34;&lt;/b&gt; &amp; co)" in page
+    assert "<td>&lt;img src=x onerror=alert(2)&gt;</td>" in page
+    assert '<span class="badge alert">alert</span>' in page  # the page's own markup is not escaped
+
+
 def test_the_psi_chart_uses_the_thresholds_the_run_was_judged_by():
     row = {"psi_warn": "0.2", "psi_alert": "0.5", "wasserstein_threshold": "0.3", "drift_alpha": "0"}
     assert ap.run_thresholds(row) == monitoring.Thresholds(0.2, 0.5, 0.3, 0.0)
@@ -259,9 +283,9 @@ def test_cli_rejects_bad_dates_and_thresholds(zones):
     assert "Traceback" not in run.stderr
 
 
-def test_format_table_aligns_numbers_right():
+def test_text_tables_align_numbers_right_and_show_nan_as_a_dash():
     rows = [{"a": "x", "n": 5, "f": 0.5}, {"a": "long", "n": 123, "f": float("nan")}]
-    text = ap.format_table(rows, (("a", "name", ""), ("n", "n", ""), ("f", "share", ".1%")))
+    text = cli.format_table(rows, (("a", "name", ""), ("n", "n", ""), ("f", "share", ".1%")))
     assert text.splitlines() == ["name    n  share", "x       5  50.0%", "long  123      -"]
 
 
