@@ -6,37 +6,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PYTHONWARNINGS=ignore
-SECONDS=0
 
 stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)\n' "$1" "$2"; }
 
-if ! $PY registry.py list >/dev/null 2>&1; then
-  stage "0. No model registered yet: train one" "command job + model registry"
-  $PY export_data.py
-  $PY train.py
-fi
+if [[ "${1:-}" != "--stages" ]]; then
+  export DEMO_STARTED=$EPOCHSECONDS
+  if ! $PY registry.py list >/dev/null 2>&1; then
+    stage "0. No model registered yet: train one" "command job + model registry"
+    $PY export_data.py
+    $PY train.py
+  fi
 
-stage "1. Start Azurite, the Azure Storage emulator" "a storage account"
-PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$PORT" --inMemoryPersistence \
-  --silent --skipApiVersionCheck --disableTelemetry &
-AZURITE_PID=$!
-trap 'status=$?; kill "$AZURITE_PID" 2>/dev/null; wait "$AZURITE_PID" 2>/dev/null || true; echo "Azurite stopped (pid $AZURITE_PID)"; exit $status' EXIT
-# The emulator's published development account; a real account changes only this string.
-export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$PORT/devstoreaccount1;"
-$PY - "$PORT" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 30
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5).close()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit("error: Azurite did not start within 30 s")
-        time.sleep(0.05)
-PY
-echo "Azurite pid $AZURITE_PID on http://127.0.0.1:$PORT (containers raw and curated are created on first use)"
+  stage "1. Start Azurite, the Azure Storage emulator" "a storage account"
+  # The project's one Azurite launcher (scripts/azurite.py) starts it, waits until it answers,
+  # runs the stages below with $AZURE_STORAGE_CONNECTION_STRING set (the emulator's published
+  # development account; a real account changes only this string) and stops it by its PID.
+  exec $PY -m scripts.azurite --in-memory -- bash scripts/demo_blob.sh --stages
+fi
 
 stage "2. Three nightly raw files in the raw container, the third with drift" "Blob Storage / Data Lake raw zone"
 $PY generate_raw_data.py --storage blob --start 2026-11-24 --end 2026-11-25
@@ -56,4 +42,4 @@ PY
 stage "5. Analysis of the curated container" "model monitoring + Power BI"
 $PY analyze_predictions.py --storage blob
 
-printf '\n\033[1mdemo-blob finished in %ss\033[0m\n' "$SECONDS"
+printf '\n\033[1mdemo-blob finished in %ss\033[0m\n' "$((EPOCHSECONDS - ${DEMO_STARTED:-$EPOCHSECONDS}))"
