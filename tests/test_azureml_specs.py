@@ -22,7 +22,7 @@ from registry import REQUIRED_FILES, version_name
 import azure.ai.ml as azml  # noqa: E402
 
 SPECS = ROOT / "azureml"
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+DEPLOYING = (ROOT / "docs" / "deploying-to-azure.md").read_text(encoding="utf-8")  # the az ml commands
 
 # $schema file name -> the azure-ai-ml loader that accepts it
 LOADERS = {
@@ -171,7 +171,7 @@ def test_online_endpoint_uses_key_auth_and_takes_a_90_10_split():
     split = azml.load_online_endpoint(SPECS / "online" / "endpoint.yml",
                                       params_override=[{"traffic": {"blue": 90, "green": 10}}])
     assert split.traffic == {"blue": 90, "green": 10}
-    assert 'az ml online-endpoint update --name risk-endpoint --traffic "blue=90 green=10"' in README
+    assert 'az ml online-endpoint update --name risk-endpoint --traffic "blue=90 green=10"' in DEPLOYING
 
 
 @pytest.mark.parametrize("colour", ["blue", "green"])
@@ -216,7 +216,7 @@ def test_batch_deployment_runs_batch_score_py_with_azure_defaults():
     assert deployment.logging_level == "info"
 
 
-# ----- what Azure uploads and what the README runs -------------------------------------
+# ----- what Azure uploads and what the docs run ----------------------------------------
 def test_code_snapshot_leaves_out_local_state():
     """Azure ML uploads the code folder minus what .gitignore (or .amlignore) lists."""
     ignored = (ROOT / ".gitignore").read_text().splitlines()
@@ -226,7 +226,7 @@ def test_code_snapshot_leaves_out_local_state():
 
 
 def test_readme_az_ml_commands_name_existing_specs():
-    section = README.split("## Deploying to Azure ML", 1)[1].split("\n## ", 1)[0]
+    section = DEPLOYING.split("\n## Azure ML's inference server", 1)[0]
     files = re.findall(r"(?:-f|--file) (\S+\.yml)", section)
     assert files, "the Deploying to Azure ML section should run az ml with spec files"
     missing = [f for f in files if not (ROOT / f).is_file()]
@@ -234,4 +234,4 @@ def test_readme_az_ml_commands_name_existing_specs():
     requests = re.findall(r"--request-file (\S+)", section)
     assert requests and all((ROOT / f).is_file() for f in requests), requests
     named = {str(p.relative_to(ROOT)) for p in SPEC_FILES}
-    assert named <= set(files), f"specs the README never uses: {sorted(named - set(files))}"
+    assert named <= set(files), f"specs docs/deploying-to-azure.md never uses: {sorted(named - set(files))}"
