@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from scripts.azurite import free_port, running_azurite
+
+ROOT = Path(__file__).resolve().parents[1]  # the repo is on sys.path through pytest.ini's `pythonpath`
 
 # Every zone under one temporary folder for the whole session, so that nothing a test runs
 # (in-process or as a subprocess) can write into the repo's own folders.
@@ -61,10 +61,20 @@ def run_script(*args: str, env: dict | None = None, cwd: Path | None = None, tim
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def wait_until(predicate: Callable[[], object], timeout: float, what: str,
+               detail: Callable[[], str] | None = None, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned); past the deadline, fail naming `what`.
+
+    `detail` adds what helps at that moment (a server's log, say) to the failure. The predicate
+    may itself raise to stop early (a server that exited). Tests never `sleep` to wait.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            extra = f":\n{detail()}" if detail else ""
+            raise TimeoutError(f"waited {timeout:g} s for {what}{extra}")
+        time.sleep(interval)
+    return result
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
@@ -117,55 +127,15 @@ def sample_records(service) -> list[dict]:
 
 
 # ----- Azurite (blob storage emulator) from the npm package --------------------------------------
-AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
-
-
-def azurite_connection_string(port: int) -> str:
-    """The Azurite development account's connection string for a blob endpoint on `port`."""
-    import storage
-
-    return storage.AZURITE_CONNECTION_STRING.replace("127.0.0.1:10000", f"127.0.0.1:{port}")
-
-
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     """A real Azurite blob service on a free loopback port (in memory); yields its connection string.
 
     Installed by `make install` (npm ci); the tests that use it never skip.
     """
-    import time
-    import urllib.error
-    import urllib.request
-
-    if not AZURITE_BIN.exists():
-        raise RuntimeError(f"{AZURITE_BIN} is missing: run `make install` (it runs npm ci)")
-    port = free_port()
     workdir = tmp_path_factory.mktemp("azurite")
-    log_file = open(workdir / "azurite.log", "wb")
-    proc = subprocess.Popen(
-        [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-         "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
-    )
-    url = f"http://127.0.0.1:{port}/devstoreaccount1?comp=list"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"azurite exited with {proc.returncode}: {(workdir / 'azurite.log').read_text()[-500:]}")
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answers (403 without a signature): it is up
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("azurite did not start listening within 30 s") from None
-                time.sleep(0.05)
-        yield azurite_connection_string(port)
-    finally:
-        stop_process(proc, timeout=10)
-        log_file.close()
+    with running_azurite(workdir, in_memory=True, log=workdir / "azurite.log") as connection:
+        yield connection
 
 
 @pytest.fixture()
@@ -230,16 +200,14 @@ class ApiServer:
     def wait_ready(self, path: str = "/ready", timeout: float = 60) -> None:
         import httpx
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers_200() -> bool:
             assert self.proc.poll() is None, f"server exited early:\n{self.log_path.read_text()}"
             try:
-                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}{path}", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready:\n{self.log_path.read_text()}"
-            time.sleep(0.05)
+                return False
+
+        wait_until(answers_200, timeout, f"{self.url}{path} to answer 200", detail=self.log_path.read_text)
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=15)

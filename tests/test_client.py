@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app_score_api import EXAMPLE_RECORD
-from conftest import ROOT, ApiServer, free_port, run_script
+from conftest import ROOT, ApiServer, free_port, run_script, wait_until
 
 API_KEY = "live-test-key-5d1c9e"
 
@@ -93,38 +93,51 @@ def test_new_version_is_served_while_clients_keep_sending(live_server):
     url, seen, latencies, stop = live_server["url"], [], [], threading.Event()
     headers = {"authorization": f"Bearer {API_KEY}"}
 
+    def send_one(client: httpx.Client) -> tuple[int | str, str | None]:
+        """(status, model version) of one request; anything but a JSON answer is recorded, never raised."""
+        try:
+            response = client.post("/predict", json={"records": [EXAMPLE_RECORD] * 3})
+        except httpx.HTTPError as exc:
+            return repr(exc), None
+        try:
+            body = response.json()
+        except ValueError:
+            return f"{response.status_code} with a non-JSON body {response.text[:80]!r}", None
+        if not isinstance(body, dict):
+            return f"{response.status_code} with a JSON {type(body).__name__}, not an object", None
+        return response.status_code, body.get("model_version")
+
     def keep_sending(name: str) -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
             while not stop.is_set():
-                try:
-                    start = time.monotonic()
-                    response = client.post("/predict", json={"records": [EXAMPLE_RECORD] * 3})
-                    latencies.append(time.monotonic() - start)
-                    seen.append((name, time.monotonic(), response.status_code,
-                                 response.json().get("model_version")))
-                except httpx.HTTPError as exc:  # counted as a failed request
-                    seen.append((name, time.monotonic(), repr(exc), None))
+                start = time.monotonic()
+                status, version = send_one(client)
+                latencies.append(time.monotonic() - start)
+                seen.append((name, time.monotonic(), status, version))
+
+    def answers(count: int):
+        def enough() -> bool:
+            assert all(thread.is_alive() for thread in threads), "a sender thread died"
+            return len(seen) >= count
+        return enough
 
     threads = [threading.Thread(target=keep_sending, args=(f"client-{i}",)) for i in range(2)]
     for thread in threads:
         thread.start()
     try:
-        while len(seen) < 20:
-            time.sleep(0.01)
+        wait_until(answers(20), 60, "20 answers from the first version")
         result = train.train(registry_dir=live_server["registry"], artifacts_dir=live_server["registry"].parent / "a",
                              random_state=11, use_mlflow=False)
         registered = time.monotonic()
         assert result.version.label == "v002"
-        deadline = registered + 30
-        while not any(v == "v002" for *_, v in seen[-5:]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        settled = len(seen)
-        while len(seen) < settled + 20:
-            time.sleep(0.01)
+        wait_until(lambda: any(v == "v002" for *_, v in seen[-5:]), 60, "v002 to be served after its registration",
+                   detail=lambda: f"last answers: {seen[-5:]}")
+        wait_until(answers(len(seen) + 20), 60, "20 more answers after the switch")
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a sender thread did not stop"
 
     assert all(status == 200 for _, _, status, _ in seen), [s for s in seen if s[2] != 200][:3]
     for name in ("client-0", "client-1"):
@@ -145,9 +158,9 @@ def test_server_log_has_one_line_per_request_and_never_the_key(live_server):
     assert httpx.post(f"{url}/predict", json={"records": []},
                       headers={"authorization": f"Bearer {API_KEY}x"}).status_code == 401
     assert httpx.get(f"{url}/health").status_code == 200
-    deadline = time.monotonic() + 10  # the line is written just after the answer is sent
-    while "GET /health 200" not in live_server["log"].read_text() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    # The line is written just after the answer is sent.
+    wait_until(lambda: "GET /health 200" in live_server["log"].read_text(), 30, "the server's GET /health log line",
+               detail=live_server["log"].read_text)
     lines = live_server["log"].read_text().splitlines()
     predict_7 = [line for line in lines if re.search(r"POST /predict 200 records=7 model=v00\d [\d.]+ms$", line)]
     assert len(predict_7) == 1
