@@ -15,6 +15,9 @@ of high risk, model version, drift). Writes into the report folder (default repo
     risk_buckets.csv  trend.csv  drift_latest.csv
     report.html        one self-contained file: charts embedded, styles inline, no links
 
+The charts are drawn by charts.py; the page is templates/report.html.j2 (Jinja2, autoescaped)
+with templates/report.css inlined into it.
+
 Azure counterpart: a Power BI report over the curated zone, with Azure ML model
 monitoring's drift signals next to it.
 """
