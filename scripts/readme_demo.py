@@ -25,9 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- demo:start -->", "<!-- demo:end -->"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HEADING = re.compile(r"^== (.+?)  \(Azure: (.+)\)  \[\d+s\]$")
-# Lines kept wherever they appear in a stage: each registered version, the client's answer,
-# the drifted day, the run summary, where the report went, the demo's own closing line.
-KEEP = re.compile(r"^v\d{3} |prediction\(s\) in|drift alert|runs succeeded|^HTML report|^demo finished")
+# Lines kept wherever they appear in a stage, beyond its first lines: the first scored record,
+# each registered version, the client's answer, the drifted day, the run summary, the trend
+# table of the analysis, where the report went, the demo's own closing line.
+KEEP = re.compile("|".join([
+    r"^\s+0\s+[01]\s+[\d.]+$", r"^v\d{3} ", r"prediction\(s\) in", r"drift alert", r"runs succeeded",
+    r"^Trend$", r"^date\s+rows\s+mean_score", r"^\d{4}-\d\d-\d\d\s.*\s(ok|warn|alert)\s",
+    r"^HTML report", r"^demo finished",
+]))
 # Settings the scripts read from the environment: unset, so the copy uses its own folders.
 ENV_PATHS = ("LOCAL_REGISTRY_DIR", "ARTIFACTS_DIR", "RAW_DIR", "CURATED_DIR", "LOGS_DIR",
              "REPORTS_DIR", "TRAINING_DATA", "MLFLOW_TRACKING_URI", "STORAGE_BACKEND",
