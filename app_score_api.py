@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import swagger_ui_bundle  # the Swagger UI files, pinned in requirements.txt
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -52,11 +52,7 @@ VERSION_HEADER = "x-model-version"
 # Larger requests are validated and scored off the event loop so small ones keep flowing.
 THREAD_OFFLOAD_RECORDS = 500
 
-router = APIRouter()
-
-
 # ----- routes (the API key is checked by endpoint_http.ApiKeyGuard, before any of them) --
-@router.post("/predict", **PREDICT_DOC)
 async def predict(request: Request) -> Response:
     # The body is parsed and validated here rather than by pydantic: per-record models and
     # DataFrames cost more than the model itself. score.ModelService does the validation.
@@ -102,7 +98,6 @@ async def predict(request: Request) -> Response:
     return Response(answer, media_type="application/json", headers=headers)
 
 
-@router.get("/docs", include_in_schema=False)
 async def docs(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url=request.app.openapi_url, title=request.app.title + " - docs",
@@ -111,13 +106,10 @@ async def docs(request: Request) -> HTMLResponse:
     )
 
 
-@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
 async def health() -> Response:
     return json_response({"status": "alive"})
 
 
-@router.get("/ready", response_model=ReadyResponse, summary="Readiness: a model is loaded",
-            responses={503: {"description": "no model loaded", "model": ReadyResponse}})
 async def ready(request: Request) -> Response:
     deployment, service = request.app.state.serving.service_for(request)
     if service is None:
@@ -127,8 +119,6 @@ async def ready(request: Request) -> Response:
                          headers={VERSION_HEADER: service.version})
 
 
-@router.get("/model", response_model=ModelResponse, summary="The served version's metadata and metrics",
-            responses={401: UNAUTHORIZED, 503: NOT_READY}, openapi_extra=SECURED)
 async def model(request: Request) -> Response:
     deployment, service = request.app.state.serving.service_for(request)
     if service is None:
@@ -176,7 +166,13 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
     )
     app.add_middleware(ApiKeyGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
-    app.include_router(router)
+    app.add_api_route("/predict", predict, methods=["POST"], **PREDICT_DOC)
+    app.add_api_route("/docs", docs, include_in_schema=False)
+    app.add_api_route("/health", health, response_model=HealthResponse, summary="Liveness: the process answers")
+    app.add_api_route("/ready", ready, response_model=ReadyResponse, summary="Readiness: a model is loaded",
+                      responses={503: {"description": "no model loaded", "model": ReadyResponse}})
+    app.add_api_route("/model", model, response_model=ModelResponse, summary="The served version's metadata "
+                      "and metrics", responses={401: UNAUTHORIZED, 503: NOT_READY}, openapi_extra=SECURED)
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path, check_dir=False),
               name="docs-assets")
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
