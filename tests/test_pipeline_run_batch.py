@@ -41,7 +41,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_a_run_scores_the_day_and_logs_it(zones, capsys, service):
     make_raw(DAY)
+    started = time.perf_counter()
     code, out, err = run(capsys, "--date", "2026-11-26")
+    wall = time.perf_counter() - started
     assert code == 0, err
     curated = zones["curated"] / "predictions_20261126.csv"
     assert out.splitlines()[0].startswith("2026-11-26 success 120 rows, score min ")
@@ -59,7 +61,9 @@ def test_a_run_scores_the_day_and_logs_it(zones, capsys, service):
     assert float(row["max_score"]) == result["score"].max()
     assert float(row["mean_score"]) == pytest.approx(result["score"].mean(), abs=1e-12)
     assert row["model_version"] == service.version == "v002"
-    assert float(row["duration_s"]) >= 0
+    duration = float(row["duration_s"])  # the run's own time: more than nothing, less than the call around it
+    assert 0 < duration < wall, (duration, wall)
+    assert out.splitlines()[0].endswith(f"-> {curated} ({duration:.2f} s)")
     assert dt.datetime.fromisoformat(row["timestamp"]).tzinfo is not None
 
 
@@ -123,15 +127,20 @@ def test_a_backfill_runs_every_day_and_goes_on_after_a_failure(zones, capsys):
         "predictions_20261120.csv", "predictions_20261121.csv", "predictions_20261123.csv"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["--date", "../x"], ["--date", "2026-13-01"], ["--date", "20261126"], ["--date", "2026-11-26/../../etc"],
-    ["--start", "2026-11-20"], ["--start", "2026-11-22", "--end", "2026-11-20"],
-    ["--date", "2026-11-26", "--start", "2026-11-20", "--end", "2026-11-21"],
+@pytest.mark.parametrize("argv, message", [
+    (["--date", "../x"], "invalid date '../x': expected YYYY-MM-DD, for example 2026-11-26"),
+    (["--date", "2026-13-01"], "invalid date '2026-13-01': month must be in 1..12"),
+    (["--date", "20261126"], "invalid date '20261126': expected YYYY-MM-DD, for example 2026-11-26"),
+    (["--date", "2026-11-26/../../etc"],
+     "invalid date '2026-11-26/../../etc': expected YYYY-MM-DD, for example 2026-11-26"),
+    (["--start", "2026-11-20"], "--start and --end go together"),
+    (["--start", "2026-11-22", "--end", "2026-11-20"], "--end 2026-11-20 is before --start 2026-11-22"),
+    (["--date", "2026-11-26", "--start", "2026-11-20", "--end", "2026-11-21"],
+     "give either --date or --start/--end, not both"),
 ])
-def test_bad_dates_are_rejected_before_anything_runs(zones, capsys, argv):
+def test_bad_dates_are_rejected_before_anything_runs(zones, capsys, argv, message):
     code, out, err = run(capsys, *argv)
-    assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert (code, out, err) == (2, "", f"error: {message}\n")
     assert log_rows() == []
 
 
