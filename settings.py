@@ -106,6 +106,11 @@ def reports_dir() -> Path:
     return _path("REPORTS_DIR", ROOT / "reports")
 
 
+def local_endpoints_dir() -> Path:
+    """Where endpoint.py records each local endpoint's traffic (one JSON file per endpoint)."""
+    return _path("LOCAL_ENDPOINTS_DIR", ROOT / "local_endpoints")
+
+
 def data_csv() -> Path:
     return _path("TRAINING_DATA", ROOT / "day1_breast_cancer.csv")
 
