@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
+import cli
 import settings
 import storage
 from registry import RegistryError
@@ -387,7 +388,7 @@ def score_file(input_path: Path, output_path: Path, service: ModelService, *,
         raise storage.StorageNotFound(f"{input_path} does not exist") from None
     except OSError as exc:
         raise storage.StorageError(f"cannot read {input_path}: {exc.strerror}") from None
-    with source, storage.atomic_write(Path(output_path)) as sink:
+    with source, storage.write_file(Path(output_path)) as sink:
         return score_stream(
             source, sink, service, on_chunk=on_chunk, source_name=str(input_path), sink_name=str(output_path),
             block_size=block_size, total_bytes=os.fstat(source.fileno()).st_size,
@@ -455,11 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "predictions_YYYYMMDD.csv)")
     parser.add_argument("--date", default=None, metavar="YYYY-MM-DD",
                         help="score the raw zone's new_data_YYYYMMDD.csv into the curated zone instead")
-    parser.add_argument("--storage", choices=storage.KINDS, default=None,
-                        help="zones for --date (default: $STORAGE_BACKEND, else local)")
-    parser.add_argument("--registry-dir", type=Path, default=None,
-                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
-    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    cli.add_storage_option(parser, help_text="zones for --date (default: $STORAGE_BACKEND, else local)")
+    cli.add_registry_options(parser)
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="bytes of CSV per chunk")
     return parser
 
@@ -467,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     log.setLevel(logging.INFO)  # progress on long files; the storage SDK's request logs stay quiet
     if (args.input is None) == (args.date is None):
         parser.error("give either --input (with --output) or --date")
@@ -476,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = ModelService.from_registry(args.registry_dir, args.model_version)
         if args.date is not None:
-            day = storage.parse_date(args.date)
+            day = cli.parse_date(args.date)
             store = storage.get_storage(args.storage)
             summary = score_named(store, storage.raw_name(day), storage.curated_name(day), service,
                                   block_size=args.block_size)
@@ -488,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise BatchError("--output is required unless --input is named new_data_YYYYMMDD.csv")
                 output = settings.curated_dir() / storage.curated_name(day)
             summary = score_file(args.input, output, service, block_size=args.block_size)
-    except (RegistryError, storage.StorageError, BatchError) as exc:
+    except (RegistryError, storage.StorageError, BatchError, cli.UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary.to_dict(), indent=2))

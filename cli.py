@@ -93,7 +93,7 @@ def parse_days(date: str | None, start: str | None, end: str | None, *,
         raise UsageError("--start and --end go together")
     if start is not None:
         return days_between(parse_date(start), parse_date(end), max_days=max_days)
-    return [parse_date(date) if date else (today or dt.date.today())]
+    return [parse_date(date) if date is not None else (today or dt.date.today())]
 
 
 # ----- text tables -------------------------------------------------------------------------------

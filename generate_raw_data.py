@@ -24,8 +24,10 @@ from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
 
+import cli
 import settings
 import storage
+import training_data
 
 log = logging.getLogger("generate_raw_data")
 
@@ -45,29 +47,15 @@ def load_source(data: Path | None = None):
     """The source features (no target) as a DataFrame: --data, else the training data."""
     import pandas as pd
 
-    path = data if data is not None else settings.data_csv()
-    if path.is_file():
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise GenerateError(f"cannot read {path}: {exc}") from None
-    elif data is not None:
-        raise GenerateError(f"source data {path} does not exist")
-    else:
-        from sklearn.datasets import load_breast_cancer
-
-        frame = load_breast_cancer(as_frame=True).frame
+    try:
+        frame = training_data.load_table(data, what="source data")
+    except training_data.TrainingDataError as exc:
+        raise GenerateError(str(exc)) from None
     features = frame.drop(columns=[settings.TARGET], errors="ignore")
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric or features.empty:
         raise GenerateError(f"source data must have numeric feature columns; not numeric: {', '.join(non_numeric) or '(none)'}")
     return features.astype("float64")
-
-
-def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
-    if end < start:
-        raise GenerateError(f"--end {end} is before --start {start}")
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def generate_chunks(source, day: dt.date, rows: int, *, noise: float = DEFAULT_NOISE, seed: int = DEFAULT_SEED,
@@ -150,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shift of the drift features, in standard deviations (0: no drift)")
     parser.add_argument("--drift-features", default=",".join(DEFAULT_DRIFT_FEATURES),
                         help="comma-separated feature names that --drift shifts")
-    parser.add_argument("--storage", choices=storage.KINDS, default=None,
-                        help="raw zone to write to (default: $STORAGE_BACKEND, else local)")
+    cli.add_storage_option(parser, help_text="raw zone to write to (default: $STORAGE_BACKEND, else local)")
     parser.add_argument("--data", type=Path, default=None,
                         help="source CSV (default: $TRAINING_DATA or ./day1_breast_cancer.csv, else scikit-learn's copy)")
     return parser
@@ -160,20 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     try:
-        if args.date is not None and (args.start or args.end):
-            raise GenerateError("give either --date or --start/--end, not both")
-        if (args.start is None) != (args.end is None):
-            raise GenerateError("--start and --end go together")
-        if args.start is not None:
-            days = date_range(storage.parse_date(args.start), storage.parse_date(args.end))
-        else:
-            days = [storage.parse_date(args.date) if args.date else dt.date.today()]
+        days = cli.parse_days(args.date, args.start, args.end)
         drift_features = [f.strip() for f in args.drift_features.split(",") if f.strip()]
         written = generate(days, rows=args.rows, noise=args.noise, seed=args.seed, drift=args.drift,
                            drift_features=drift_features, store=storage.get_storage(args.storage), data=args.data)
-    except (GenerateError, storage.StorageError) as exc:
+    except (cli.UsageError, GenerateError, storage.StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for location, count in written:

@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import cli
+import fileio
 import settings
 
 MODEL_FILE = "model.joblib"
@@ -118,11 +120,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    fileio.write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 @dataclass(frozen=True)
@@ -284,10 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List and inspect the versions in the local model registry.",
         formatter_class=settings.HelpFormatter,
     )
-    parser.add_argument(
-        "--registry-dir", type=Path, default=None,
-        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)",
-    )
+    cli.add_registry_options(parser, model_version=False)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="one line per version with its key metrics")
     show = sub.add_parser("show", help="metadata and metrics of one version")
@@ -295,19 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TABLE_COLUMNS = (("version", "version", ""), ("registered_at", "registered_at (UTC)", ""),
+                 ("accuracy", "accuracy", ""), ("roc_auc", "roc_auc", ""), ("mlflow_run_id", "mlflow_run_id", ""))
+
+
 def format_table(reg: Registry) -> str:
-    rows = [("version", "registered_at (UTC)", "accuracy", "roc_auc", "mlflow_run_id")]
+    """One line per version: label, registration time, accuracy, ROC AUC, MLflow run id."""
+    rows = []
     for number in reg.versions():
         entry = reg.get(number)
-        rows.append((
-            entry.label,
-            str(entry.metadata.get("registered_at", "")),
-            f"{entry.metrics.get('accuracy', float('nan')):.4f}",
-            f"{entry.metrics.get('roc_auc', float('nan')):.4f}",
-            str(entry.metadata.get("mlflow_run_id") or "-"),
-        ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        rows.append({
+            "version": entry.label,
+            "registered_at": str(entry.metadata.get("registered_at", "")),
+            # Formatted here, so the column stays left-aligned as it always was.
+            "accuracy": f"{entry.metrics.get('accuracy', float('nan')):.4f}",
+            "roc_auc": f"{entry.metrics.get('roc_auc', float('nan')):.4f}",
+            "mlflow_run_id": str(entry.metadata.get("mlflow_run_id") or "-"),
+        })
+    return cli.format_table(rows, TABLE_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+import cli
 import settings
 from registry import METADATA_FILE, MODEL_FILE, Registry, RegistryError, load_verified_model
 
@@ -370,16 +371,10 @@ def _inference_server_error(status: int, message: str) -> Any:
 
 # ----- CLI ---------------------------------------------------------------------------
 def sample_records(n: int, data_path: Path | None = None, features: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """The first n rows of the training data as records (features only)."""
-    import pandas as pd
+    """The first n rows of the training data as records (features only); scikit-learn's when `data_path` is missing."""
+    import training_data
 
-    path = data_path or settings.data_csv()
-    if path.is_file():
-        frame = pd.read_csv(path, nrows=n)
-    else:
-        from sklearn.datasets import load_breast_cancer
-
-        frame = load_breast_cancer(as_frame=True).frame.head(n)
+    frame = training_data.load_table(data_path, nrows=n, missing_ok=True)
     columns = list(features) if features is not None else [c for c in frame.columns if c != settings.TARGET]
     return [{c: float(v) for c, v in zip(columns, row)} for row in frame[columns].itertuples(index=False)]
 
@@ -393,9 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", type=Path, help='JSON file: a list of records or {"records": [...]}')
     source.add_argument("--sample", type=int, default=None, metavar="N",
                         help="score the first N rows of the training data (default when no --input: 3)")
-    parser.add_argument("--registry-dir", type=Path, default=None,
-                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
-    parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
+    cli.add_registry_options(parser)
     parser.add_argument("--format", choices=("json", "table"), default="json",
                         help="json: the endpoint's answer in full; table: one line per record")
     return parser
@@ -403,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     try:
         service = ModelService.from_registry(args.registry_dir, args.model_version)
         if args.input is not None:
@@ -428,10 +421,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_table(result: dict[str, Any]) -> str:
     """One line per scored record: index, prediction, probability of class 1."""
-    lines = [f"model {result['model_version']}: {len(result['results'])} record(s)",
-             "record  prediction  probability"]
-    lines += [f"{i:>6}  {r['prediction']:>10}  {r['probability']:>11.6f}" for i, r in enumerate(result["results"])]
-    return "\n".join(lines)
+    rows = [{"record": i, "prediction": r["prediction"], "probability": r["probability"]}
+            for i, r in enumerate(result["results"])]
+    table = cli.format_table(rows, (("record", "record", ""), ("prediction", "prediction", ""),
+                                    ("probability", "probability", ".6f")))
+    return f"model {result['model_version']}: {len(result['results'])} record(s)\n{table}"
 
 
 if __name__ == "__main__":

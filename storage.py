@@ -191,7 +191,7 @@ class LocalStorage:
         return self.path(CURATED, name).is_file()
 
     def _write(self, zone: str, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
-        return _local_write(self.path(zone, name))
+        return write_file(self.path(zone, name))
 
     def write_raw(self, name: str) -> contextlib.AbstractContextManager[BinaryIO]:
         return self._write(RAW, name)
@@ -208,7 +208,7 @@ class LocalStorage:
 
 
 @contextlib.contextmanager
-def _local_write(path: Path) -> Iterator[BinaryIO]:
+def write_file(path: Path) -> Iterator[BinaryIO]:
     """fileio.atomic_write, with a folder or temporary file that cannot be made as a StorageError."""
     writer = fileio.atomic_write(path)
     try:

@@ -13,20 +13,20 @@ Azure ML counterpart: a command job that logs to the workspace and registers a m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import platform
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cli
+import fileio
 import monitoring
 import settings
+import training_data
 from registry import METRICS_FILE, MODEL_FILE, ModelVersion, Registry, RegistryError
 
 log = logging.getLogger("train")
@@ -55,25 +55,14 @@ class TrainResult:
 
 
 def load_dataset(data: Path | None, target: str) -> Dataset:
-    """The training table: --data, else day1_breast_cancer.csv, else scikit-learn's copy."""
+    """The training table (training_data.load_table), checked: numeric features, a 0/1 target."""
     import pandas as pd
 
-    path = data if data is not None else settings.data_csv()
-    if path.is_file():
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise TrainingError(f"cannot read {path}: {exc}") from None
-        source = str(path)
-        sha = _sha256_path(path)
-    elif data is not None:
-        raise TrainingError(f"data file {path} does not exist")
-    else:
-        from sklearn.datasets import load_breast_cancer
-
-        frame = load_breast_cancer(as_frame=True).frame
-        source = "sklearn.datasets.load_breast_cancer"
-        sha = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    try:
+        frame = training_data.load_table(data)
+    except training_data.TrainingDataError as exc:
+        raise TrainingError(str(exc)) from None
+    source = frame.attrs["source"]
     if target not in frame.columns:
         raise TrainingError(f"target column {target!r} not found in {source} (columns: {', '.join(map(str, frame.columns[:8]))}...)")
     features = frame.drop(columns=[target])
@@ -87,13 +76,7 @@ def load_dataset(data: Path | None, target: str) -> Dataset:
     values = set(labels.dropna().unique().tolist())
     if labels.isna().any() or not values <= {0, 1} or len(values) != 2:
         raise TrainingError(f"target {target!r} must hold both 0 and 1 and nothing else; found {sorted(map(str, values))[:5]}")
-    return Dataset(features, labels.astype(int), source, sha)
-
-
-def _sha256_path(path: Path) -> str:
-    from registry import sha256_file
-
-    return sha256_file(path)
+    return Dataset(features, labels.astype(int), source, training_data.table_sha256(frame))
 
 
 def fit_and_evaluate(ds: Dataset, test_size: float, random_state: int):
@@ -225,8 +208,9 @@ def train(
 
     artifacts = artifacts_dir or settings.artifacts_dir()
     artifacts.mkdir(parents=True, exist_ok=True)
-    _atomic_dump(lambda p: joblib.dump(model, p), artifacts / MODEL_FILE)
-    _atomic_dump(lambda p: p.write_text(json.dumps(metrics, indent=2) + "\n"), artifacts / METRICS_FILE)
+    with fileio.atomic_write(artifacts / MODEL_FILE) as handle:
+        joblib.dump(model, handle)
+    fileio.write_atomic(artifacts / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
     params = {"test_size": test_size, "random_state": random_state, "max_iter": 1000,
               "model": "StandardScaler -> LogisticRegression", "data_source": ds.source}
@@ -302,17 +286,6 @@ def _redact(uri: str) -> str:
     return uri.split("?", 1)[0] if "://" in uri else uri
 
 
-def _atomic_dump(write, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train StandardScaler -> LogisticRegression, log to MLflow, register a new version.",
@@ -323,8 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=settings.TARGET, help="binary target column")
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (stratified)")
     parser.add_argument("--random-state", type=int, default=42, help="seed for the split")
-    parser.add_argument("--registry-dir", type=Path, default=None,
-                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    cli.add_registry_options(parser, model_version=False)
     parser.add_argument("--artifacts-dir", type=Path, default=None,
                         help="where model.joblib and metrics.json are written (default: ./artifacts)")
     parser.add_argument("--experiment", default=settings.MLFLOW_EXPERIMENT, help="MLflow experiment name")
@@ -339,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging(verbose=True)
     try:
         result = train(
             data=args.data, target=args.target, test_size=args.test_size,

@@ -20,11 +20,13 @@ class TrainingDataError(ValueError):
     """The training table cannot be read; the message names the file and the reason."""
 
 
-def load_table(path: Path | None = None, *, nrows: int | None = None, what: str = "data file") -> Any:
+def load_table(path: Path | None = None, *, nrows: int | None = None, what: str = "data file",
+               missing_ok: bool = False) -> Any:
     """The table at `path`, else settings.data_csv() when present, else scikit-learn's copy.
 
-    A `path` given but missing is an error ("<what> <path> does not exist"); only the default
-    falls back. The DataFrame's attrs["source"] says where it came from (a path or SKLEARN_SOURCE).
+    A `path` given but missing is an error ("<what> <path> does not exist") unless `missing_ok`,
+    which falls back to scikit-learn's copy. The DataFrame's attrs["source"] says where it came
+    from (a path or SKLEARN_SOURCE); `nrows` reads only the first rows.
     """
     import pandas as pd
 
@@ -36,7 +38,7 @@ def load_table(path: Path | None = None, *, nrows: int | None = None, what: str 
             raise TrainingDataError(f"cannot read {chosen}: {exc}") from None
         frame.attrs["source"] = str(chosen)
         return frame
-    if path is not None:
+    if path is not None and not missing_ok:
         raise TrainingDataError(f"{what} {chosen} does not exist")
     from sklearn.datasets import load_breast_cancer
 
