@@ -128,6 +128,21 @@ def test_linked_files_exist(page):
     assert not missing, f"{page.name} links to missing files: {missing}"
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_anchors_of_links_to_pages_exist(page):
+    wrong = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*\.md)#([^)\s]+)\)", PAGES[page]):
+        text = (page.parent / target).read_text(encoding="utf-8")
+        if anchor not in {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}:
+            wrong.append(f"{target}#{anchor}")
+    assert not wrong, f"{page.name} links to headings that do not exist: {wrong}"
+
+
 def test_readme_links_every_docs_page():
     pages = {p.name for p in (ROOT / "docs").glob("*.md")}
     linked = {Path(link).name for link in relative_links(ROOT / "README.md", README) if link.startswith("docs/")}
