@@ -1,64 +1,47 @@
-"""Model monitoring: the reference profile, drift metrics and a streaming drift accumulator.
+"""Model monitoring: a batch run's drift against its model version's reference profile.
 
 The local stand-in for Azure ML model monitoring (data drift, prediction drift and data
-quality signals). A helper module: it imports no stage script.
+quality signals). A helper module: it imports no stage script. Three modules share the work:
 
-- At registration, `build_profile` summarises the training features and the training scores
-  (per feature: 10 quantile bin edges and the share of rows in each bin, min/max for the
-  out-of-bounds check, the null rate, and an equal-weight quantile sample for the Wasserstein
-  distance); `write_profile` stores it as reference_profile.json in the version folder.
-- Per batch run, `DriftAccumulator.update(matrix, scores)` takes each scored chunk and
-  `result()` returns the per-feature table and the run summary that goes into the run log.
-- Metric names are Azure's: population_stability_index, normalized_wasserstein_distance,
-  jensen_shannon_distance; data quality: null_value_rate and out_of_bounds_rate.
+- drift_profile.py: the reference profile (build_profile at registration, write_profile,
+  load_profile, load_reference_profile(registry_dir, version)).
+- drift_metrics.py: the metrics (PSI, normalized Wasserstein, Jensen-Shannon, KS), the
+  Thresholds that turn them into levels, and MonitoringError.
+- this module: per batch run, `DriftAccumulator.update(matrix, scores)` takes each scored
+  chunk and `result()` returns the per-feature table and the run summary that goes into the
+  run log; `DriftMonitor` wires that into the pipeline; the drift table on disk.
 
-Levels: a feature is at `alert` when its PSI >= the alert threshold (default 0.25) or its
-normalized Wasserstein distance >= its threshold (default 0.1, the Azure SDK's), and at
-`warn` when its PSI >= the warn threshold (default 0.1); the run's drift flag is the alert
-level. Both distances are biased upwards on small samples: on clean days of 200 rows the
-largest PSI over 30 features is above 0.1 on about half of the days and the largest
-normalized Wasserstein distance is above 0.1 on all of them. So a distance also has to be
-statistically significant to count: the two-sample Kolmogorov-Smirnov test
-(two_sample_kolmogorov_smirnov_test) against the training sample must give a p-value below
-alpha / features (default alpha 0.01, Bonferroni over the features), so that clean data
-raises nothing on 99% of runs whatever their size. On large runs every real shift is
-significant and the rule is the plain threshold convention.
+Metric names are Azure's; data quality: null_value_rate and out_of_bounds_rate. Every name
+of the two other modules is also reachable as monitoring.<name>, so callers import one module.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+import fileio
+from drift_metrics import (  # noqa: F401  (re-exported: monitoring is the one import for callers)
+    LEVELS, PSI_EPSILON, MonitoringError, Thresholds, bin_counts, compare_column, jensen_shannon_distance,
+    normalized_wasserstein_distance, population_stability_index,
+)
+from drift_profile import (  # noqa: F401  (re-exported)
+    DEFAULT_BINS, PROFILE_FILE, PROFILE_SCHEMA, REFERENCE_SAMPLE_MAX, SCORE_HISTOGRAM_BINS, build_profile,
+    load_profile, load_reference_profile, profile_column, quantile_edges, reference_sample, write_profile,
+)
+
 log = logging.getLogger("monitoring")
 
-PROFILE_FILE = "reference_profile.json"
-PROFILE_SCHEMA = 1
-DEFAULT_BINS = 10
-# The reference sample kept per feature for the Wasserstein distance: every training value
-# when there are at most this many rows (so the distance is exact), else evenly spaced quantiles.
-REFERENCE_SAMPLE_MAX = 1000
 # Rows kept per feature of a run for the Wasserstein distance (uniform reservoir sample):
 # every row of a run of this size or less.
 RESERVOIR_SIZE = 20000
-# Bins of the score histogram kept for charts (on [0, 1]).
-SCORE_HISTOGRAM_BINS = 20
-# Proportions are floored at this value inside the PSI's logarithm (an empty bin would be
-# infinite); a common convention.
-PSI_EPSILON = 1e-4
-
-LEVELS = ("ok", "warn", "alert")
 
 # The per-feature drift table, one row per feature plus one for the score.
 TABLE_COLUMNS = (
@@ -95,239 +78,6 @@ SUMMARY_COLUMNS = (
     "wasserstein_threshold",
     "drift_alpha",
 )
-
-
-class MonitoringError(Exception):
-    """A profile or input the monitor cannot use; the message says what and why."""
-
-
-# ----- thresholds ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Thresholds:
-    """Drift levels; every field can be set by a flag or a DRIFT_* environment variable."""
-
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
-    wasserstein: float = 0.1
-    alpha: float = 0.01
-
-    ENV = {
-        "psi_warn": "DRIFT_PSI_WARN",
-        "psi_alert": "DRIFT_PSI_ALERT",
-        "wasserstein": "DRIFT_WASSERSTEIN_THRESHOLD",
-        "alpha": "DRIFT_ALPHA",
-    }
-
-    def __post_init__(self) -> None:
-        if not 0 < self.psi_warn <= self.psi_alert:
-            raise MonitoringError(
-                f"PSI thresholds must satisfy 0 < warn <= alert, got warn {self.psi_warn} and alert {self.psi_alert}"
-            )
-        if not self.wasserstein > 0:
-            raise MonitoringError(f"the normalized Wasserstein threshold must be above 0, got {self.wasserstein}")
-        if not 0 <= self.alpha < 1:
-            raise MonitoringError(f"the significance level alpha must be in [0, 1), got {self.alpha} (0 turns the test off)")
-
-    def significant(self, pvalue: float, features: int) -> bool:
-        """True when a KS p-value is below alpha / features (always, when alpha is 0)."""
-        if self.alpha == 0:
-            return True
-        return not math.isnan(pvalue) and pvalue < self.alpha / max(features, 1)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: float | None) -> "Thresholds":
-        """Defaults, then DRIFT_* environment variables, then non-None keyword overrides."""
-        env = os.environ if environ is None else environ
-        values: dict[str, float] = {}
-        for name, var in cls.ENV.items():
-            raw = env.get(var)
-            if raw not in (None, ""):
-                try:
-                    values[name] = float(raw)
-                except ValueError:
-                    raise MonitoringError(f"{var} must be a number, got {raw!r}") from None
-        values.update({k: float(v) for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-# ----- metric functions ------------------------------------------------------------------
-def bin_counts(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Counts of finite values in the bins cut at `edges` (len(edges) + 1 bins, open-ended).
-
-    A value equal to an edge goes to the bin above it.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    index = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
-    return np.bincount(index, minlength=len(edges) + 1).astype(np.int64)
-
-
-def population_stability_index(reference: Sequence[float], production: Sequence[float],
-                               epsilon: float = PSI_EPSILON) -> float:
-    """PSI = sum over bins of (p - q) * ln(p / q), p production and q reference proportions.
-
-    Takes counts or proportions (each side is normalised); proportions are floored at
-    `epsilon` inside the sum so that an empty bin gives a large finite value.
-    """
-    q = _proportions(reference)
-    p = _proportions(production)
-    if q.shape != p.shape:
-        raise MonitoringError(f"PSI needs the same bins on both sides, got {q.size} and {p.size}")
-    if p.sum() == 0 or q.sum() == 0:
-        return float("nan")
-    q = np.maximum(q, epsilon)
-    p = np.maximum(p, epsilon)
-    return float(np.sum((p - q) * np.log(p / q)))
-
-
-def jensen_shannon_distance(reference: Sequence[float], production: Sequence[float]) -> float:
-    """Jensen-Shannon distance (base 2, so between 0 and 1) between two binned distributions."""
-    from scipy.spatial.distance import jensenshannon
-
-    q = _proportions(reference)
-    p = _proportions(production)
-    if p.sum() == 0 or q.sum() == 0:
-        return float("nan")
-    return float(jensenshannon(p, q, base=2))
-
-
-def normalized_wasserstein_distance(reference: Sequence[float], production: Sequence[float],
-                                    reference_std: float | None = None) -> float:
-    """Wasserstein-1 distance between two samples divided by the reference's standard deviation.
-
-    Azure names the metric without publishing its normalisation; dividing by the reference
-    standard deviation makes it unit-free, so one threshold (0.1) fits every feature.
-    """
-    from scipy.stats import wasserstein_distance
-
-    ref = np.asarray(reference, dtype=np.float64)
-    prod = np.asarray(production, dtype=np.float64)
-    ref = ref[np.isfinite(ref)]
-    prod = prod[np.isfinite(prod)]
-    if ref.size == 0 or prod.size == 0:
-        return float("nan")
-    scale = float(np.std(ref)) if reference_std is None else float(reference_std)
-    distance = float(wasserstein_distance(ref, prod))
-    if scale <= 0:  # a constant reference: any movement is infinite drift, none is zero
-        return 0.0 if distance == 0 else float("inf")
-    return distance / scale
-
-
-def _proportions(values: Sequence[float]) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    total = array.sum()
-    return array / total if total > 0 else array
-
-
-# ----- the reference profile ---------------------------------------------------------------
-def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
-    """The inner cut points of `bins` equal-frequency bins (duplicates from ties removed)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return []
-    inner = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
-    edges = np.unique(inner)
-    # A cut at the minimum would leave the first bin empty by construction.
-    return [float(e) for e in edges if e > finite.min()]
-
-
-def reference_sample(values: np.ndarray, size: int = REFERENCE_SAMPLE_MAX) -> list[float]:
-    """Every finite value, sorted, when there are at most `size`; else `size` equal-weight quantiles."""
-    finite = np.sort(values[np.isfinite(values)])
-    if finite.size <= size:
-        return [float(v) for v in finite]
-    probs = (np.arange(size) + 0.5) / size
-    return [float(v) for v in np.quantile(finite, probs, method="inverted_cdf")]
-
-
-def profile_column(values: Sequence[float], bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """The reference summary of one feature (or of the scores)."""
-    array = np.asarray(values, dtype=np.float64)
-    finite = array[np.isfinite(array)]
-    nulls = int(array.size - finite.size)
-    edges = quantile_edges(array, bins)
-    counts = bin_counts(finite, edges)
-    return {
-        "count": int(array.size),
-        "null_rate": nulls / array.size if array.size else 0.0,
-        "min": float(finite.min()) if finite.size else None,
-        "max": float(finite.max()) if finite.size else None,
-        "mean": float(finite.mean()) if finite.size else None,
-        "std": float(finite.std()) if finite.size else None,
-        "bin_edges": edges,
-        "bin_counts": [int(c) for c in counts],
-        "bin_proportions": [float(c) / finite.size if finite.size else 0.0 for c in counts],
-        "sample": reference_sample(finite),
-    }
-
-
-def build_profile(matrix: np.ndarray, features: Sequence[str], scores: Sequence[float] | None = None,
-                  bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """The reference profile of a training matrix (rows x features, in the model's order)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[1] != len(features):
-        raise MonitoringError(f"expected a matrix with {len(features)} columns, got shape {matrix.shape}")
-    if matrix.shape[0] < bins:
-        raise MonitoringError(f"a reference profile needs at least {bins} rows, got {matrix.shape[0]}")
-    profile: dict[str, Any] = {
-        "schema": PROFILE_SCHEMA,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "row_count": int(matrix.shape[0]),
-        "bins": int(bins),
-        "features": [str(f) for f in features],
-        "columns": {str(name): profile_column(matrix[:, i], bins) for i, name in enumerate(features)},
-        "score": None,
-    }
-    if scores is not None:
-        score_array = np.asarray(scores, dtype=np.float64)
-        column = profile_column(score_array, bins)
-        hist, hist_edges = np.histogram(score_array[np.isfinite(score_array)],
-                                        bins=SCORE_HISTOGRAM_BINS, range=(0.0, 1.0))
-        column["histogram"] = {"edges": [float(e) for e in hist_edges], "counts": [int(c) for c in hist]}
-        profile["score"] = column
-    return profile
-
-
-def write_profile(folder: Path, profile: dict[str, Any]) -> Path:
-    """Write reference_profile.json into `folder` (atomically) and return its path."""
-    path = Path(folder) / PROFILE_FILE
-    _atomic_write_text(path, json.dumps(profile, separators=(",", ":")) + "\n")
-    return path
-
-
-def load_profile(folder: Path) -> dict[str, Any] | None:
-    """The profile stored in a version folder, or None when that version has none."""
-    path = Path(folder) / PROFILE_FILE
-    if not path.is_file():
-        return None
-    try:
-        profile = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MonitoringError(f"{path} cannot be read: {exc}") from None
-    if not isinstance(profile, dict) or profile.get("schema") != PROFILE_SCHEMA or "columns" not in profile:
-        raise MonitoringError(f"{path} is not a reference profile (schema {PROFILE_SCHEMA})")
-    return profile
-
-
-def load_reference_profile(registry_dir: Path | str | None, version: str | int | None) -> dict[str, Any] | None:
-    """The reference profile of a registered version, or None (with a warning saying why).
-
-    None when the version is unknown, has no profile, or names several versions ("v001+v002",
-    "-", as a report's mixed day does); a profile that cannot be read is a warning too.
-    """
-    from registry import Registry, RegistryError
-
-    if version is None or (isinstance(version, str) and ("+" in version or version in ("", "-"))):
-        return None
-    try:
-        entry = Registry(registry_dir).get(version)
-        profile = load_profile(entry.path)
-    except (RegistryError, MonitoringError) as exc:
-        log.warning("no reference profile for model %s: %s", version, exc)
-        return None
-    if profile is None:
-        log.warning("model %s has no %s (retrain to add one)", entry.label, PROFILE_FILE)
-    return profile
 
 
 # ----- the streaming accumulator -----------------------------------------------------------
@@ -531,30 +281,6 @@ class DriftAccumulator:
         return "ok"
 
 
-def compare_column(reference: dict[str, Any], counts: np.ndarray, sample: np.ndarray) -> dict[str, float]:
-    """The drift metrics of one column: binned counts and a value sample against its profile."""
-    nan = float("nan")
-    has_counts = int(np.sum(counts)) > 0
-    values = sample[np.isfinite(sample)]
-    out = {
-        "population_stability_index": population_stability_index(reference["bin_counts"], counts) if has_counts else nan,
-        "normalized_wasserstein_distance": nan,
-        "jensen_shannon_distance": jensen_shannon_distance(reference["bin_counts"], counts) if has_counts else nan,
-        "ks_statistic": nan,
-        "ks_pvalue": nan,
-        "reference_mean": reference["mean"],
-    }
-    ref_sample = np.asarray(reference["sample"], dtype=np.float64)
-    if values.size and ref_sample.size:
-        from scipy.stats import ks_2samp
-
-        out["normalized_wasserstein_distance"] = normalized_wasserstein_distance(ref_sample, values, reference["std"])
-        test = ks_2samp(ref_sample, values)
-        out["ks_statistic"] = float(test.statistic)
-        out["ks_pvalue"] = float(test.pvalue)
-    return out
-
-
 class DriftMonitor:
     """Watches one batch run: takes every scored chunk, then returns the fields for its log row.
 
@@ -646,10 +372,7 @@ def write_drift_table(path: Path, table: Iterable[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in table:
         writer.writerow({k: format_value(row.get(k)) for k in TABLE_COLUMNS})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, buffer.getvalue())
-    return path
+    return fileio.write_atomic(path, buffer.getvalue())
 
 
 def read_drift_table(path: Path) -> list[dict[str, Any]]:
@@ -665,18 +388,3 @@ def read_drift_table(path: Path) -> list[dict[str, Any]]:
                     parsed[key] = float(value) if value not in ("", None) else float("nan")
             rows.append(parsed)
     return rows
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; profiles and tables are for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
