@@ -120,6 +120,13 @@ def test_every_flag_shown_exists_in_the_scripts_help(page):
     assert not wrong, f"{page.name} shows flags that --help does not list: {wrong}"
 
 
+def test_drift_threshold_table_names_real_flags():
+    table = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    flags = set(re.findall(r"^\| `(--[a-z-]+)` \|", table, re.M))
+    assert len(flags) == 4
+    assert flags <= set(re.findall(r"--[a-z][\w-]*", help_of("pipeline_run_batch.py").stdout))
+
+
 # ----- links, make targets, request bodies ----------------------------------------------------
 @pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
 def test_linked_files_exist(page):
