@@ -49,6 +49,17 @@ def add_storage_option(parser: argparse.ArgumentParser, *,
     return parser
 
 
+def add_date_options(parser: argparse.ArgumentParser, *, date: str | None = "one date (default: today)",
+                     start: str = "first date of a range", end: str = "last date of a range (inclusive)",
+                     ) -> argparse.ArgumentParser:
+    """--date (left out when `date` is None), --start and --end, as YYYY-MM-DD text; see parse_days."""
+    if date is not None:
+        parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help=date)
+    parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help=start)
+    parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help=end)
+    return parser
+
+
 def setup_logging(verbose: bool = False, *, level: int | None = None) -> None:
     """Diagnostics on stderr: WARNING and up (INFO with `verbose`, or `level` when given)."""
     chosen = level if level is not None else (logging.INFO if verbose else logging.WARNING)

@@ -127,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write raw new_data_YYYYMMDD.csv files (no target) sampled from the source data.",
         formatter_class=settings.HelpFormatter,
     )
-    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="one date (default: today)")
-    parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a range")
-    parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last date of a range (inclusive)")
+    cli.add_date_options(parser)
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows per day")
     parser.add_argument("--noise", type=float, default=DEFAULT_NOISE,
                         help="Gaussian noise added to each feature, in that feature's standard deviations")

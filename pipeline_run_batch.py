@@ -178,9 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the nightly batch scoring for a date or a range of dates and log each run.",
         formatter_class=settings.HelpFormatter,
     )
-    parser.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the date to run (default: today)")
-    parser.add_argument("--start", default=None, metavar="YYYY-MM-DD", help="first date of a backfill")
-    parser.add_argument("--end", default=None, metavar="YYYY-MM-DD", help="last date of a backfill (inclusive)")
+    cli.add_date_options(parser, date="the date to run (default: today)", start="first date of a backfill",
+                         end="last date of a backfill (inclusive)")
     cli.add_storage_option(parser)
     cli.add_registry_options(parser)
     parser.add_argument("--wait", action="store_true",

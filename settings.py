@@ -30,28 +30,24 @@ def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str]
 def env_int(name: str, default: int | None = None, *, minimum: int | None = None,
             environ: Mapping[str, str] | None = None) -> int | None:
     """The variable as a whole number (at least `minimum` when given)."""
-    raw = env_str(name, environ=environ)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _env_number(name, default, int, "a whole number", minimum=minimum, environ=environ)
 
 
 def env_float(name: str, default: float | None = None, *, minimum: float | None = None, positive: bool = False,
               environ: Mapping[str, str] | None = None) -> float | None:
     """The variable as a number (above 0 with `positive`, at least `minimum` when given)."""
+    return _env_number(name, default, float, "a number", minimum=minimum, positive=positive, environ=environ)
+
+
+def _env_number(name: str, default, convert, kind: str, *, minimum=None, positive: bool = False,
+                environ: Mapping[str, str] | None = None):
     raw = env_str(name, environ=environ)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = convert(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
     if positive and not value > 0:
         raise SettingsError(f"{name} must be positive, got {value}")
     if minimum is not None and not value >= minimum:
