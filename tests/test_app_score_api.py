@@ -400,3 +400,70 @@ def test_env_settings_are_checked(serve, monkeypatch):
 def test_import_touches_nothing():
     # The module-level app has no state until its lifespan runs.
     assert not hasattr(app_score_api.create_app().state, "serving")
+
+
+# ----- the layout's contracts: one guard, one settings object, the serving state ------------
+def test_with_a_key_every_path_but_health_and_ready_needs_it(serve):
+    """The guard fails closed: a route added later needs the key without anyone remembering to ask."""
+    key = "k-91d0-secret"
+    with serve(SCORING_API_KEY=key) as client:
+        good = {"authorization": f"Bearer {key}"}
+        for method, path in (("GET", "/score"), ("GET", "/predict"), ("POST", "/model"), ("GET", "/")):
+            response = client.request(method, path)
+            assert response.status_code == 401, (method, path)
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert client.get("/score", headers=good).status_code == 404
+        assert client.get("/predict", headers=good).status_code == 405
+    with serve(SCORING_API_KEY="") as client:  # no key (empty is unset): FastAPI's own 404 and 405
+        assert client.get("/score").status_code == 404
+        assert client.get("/predict").status_code == 405
+
+
+def test_settings_travel_to_workers_through_their_environment_names(monkeypatch, tmp_path):
+    import endpoint_settings
+
+    for name in ("SCORING_API_KEY", "MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(tmp_path / "reg"))
+    defaults = endpoint_settings.load()
+    assert (defaults.api_key, defaults.model_version, defaults.max_records, defaults.reload_seconds,
+            defaults.registry_dir) == (None, "latest", 10_000, 1.0, tmp_path / "reg")
+    chosen = endpoint_settings.load(model_version="v001", max_records=7, reload_seconds=0.5,
+                                    registry_dir=tmp_path / "other")
+    env = chosen.to_env()
+    assert env == {"MODEL_VERSION": "v001", "SCORING_MAX_RECORDS": "7", "SCORING_RELOAD_SECONDS": "0.5",
+                   "LOCAL_REGISTRY_DIR": str(tmp_path / "other")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert endpoint_settings.load() == chosen  # what a worker reads back is what the CLI chose
+    monkeypatch.setenv("SCORING_API_KEY", "k-secret-77")
+    keyed = endpoint_settings.load()
+    assert "k-secret-77" not in repr(keyed) and "k-secret-77" not in str(keyed)
+    assert keyed.to_env()["SCORING_API_KEY"] == "k-secret-77"
+    monkeypatch.setenv("SCORING_RELOAD_SECONDS", "0")
+    with pytest.raises(RuntimeError, match=r"^SCORING_RELOAD_SECONDS must be a positive number of seconds, got '0'$"):
+        endpoint_settings.load()
+
+
+def test_cli_flags_default_to_the_environment(monkeypatch):
+    import endpoint_settings
+
+    monkeypatch.setenv("SCORING_MAX_RECORDS", "12")
+    monkeypatch.setenv("SCORING_RELOAD_SECONDS", "")  # empty counts as unset
+    args = app_score_api.build_parser(endpoint_settings.load()).parse_args([])
+    assert (args.max_records, args.reload_seconds) == (12, 1.0)
+    assert app_score_api.build_parser(endpoint_settings.load()).parse_args(["--max-records", "3"]).max_records == 3
+
+
+def test_a_request_keeps_the_service_it_was_given(registry):
+    from serving import Deployment, Endpoint
+
+    endpoint = Endpoint([Deployment("default", Registry(registry), "latest")], max_records=10, reload_seconds=60)
+    endpoint.start()
+    deployment, service = endpoint.service_for(None)
+    assert (deployment.name, service.version) == ("default", "v002")
+    register_copy(registry)
+    endpoint.refresh()
+    assert service.version == "v002"  # the request that took it finishes on it
+    assert endpoint.service_for(None)[1].version == "v003"
+    assert endpoint.deployments["default"] is deployment
