@@ -42,18 +42,37 @@ def code_of(text: str) -> str:
 
 
 def shown_commands(text: str) -> list[tuple[str, set[str]]]:
-    """(script path, flags) of every `python X.py ...` or `.venv/bin/python X.py ...` in the code of a page."""
+    """(script path and subcommand, flags) of every `python X.py ...` or `.venv/bin/python X.py ...` in a page's code.
+
+    The subcommand is the first word after the script (`registry.py list`), or "" when a flag or nothing comes first.
+    """
     found = []
     for line in code_of(text).splitlines():
         for match in re.finditer(r"(?<![\w-])(?:\.venv/bin/)?python3?\s+([\w./-]+\.py)([^|;>`\n]*)", line):
-            found.append((match.group(1), set(re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)))))
+            rest = match.group(2)
+            sub = re.match(r"\s+([a-z][\w-]*)(?=\s|$)", rest)
+            flags = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", rest))
+            found.append((match.group(1) + (f" {sub.group(1)}" if sub else ""), flags))
     return found
 
 
 @functools.lru_cache(maxsize=None)
-def help_of(script: str) -> subprocess.CompletedProcess:
-    """`python SCRIPT --help`, run once per script for the whole module."""
-    return run_script(script, "--help", timeout=120)
+def help_of(script: str, subcommand: str = "") -> subprocess.CompletedProcess:
+    """`python SCRIPT [SUBCOMMAND] --help`, run once per script (and subcommand) for the whole module."""
+    return run_script(script, *([subcommand] if subcommand else []), "--help", timeout=120)
+
+
+def flags_in_help(script: str, subcommand: str = "") -> set[str]:
+    """The flags `--help` lists: the script's own, and a subcommand's when the script has that subcommand."""
+    run = help_of(script)
+    assert run.returncode == 0, f"{script} --help: {run.stderr}"
+    flags = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", run.stdout))
+    choices = re.search(r"\{([\w,-]+)\}", run.stdout)
+    if subcommand and choices and subcommand in choices.group(1).split(","):
+        sub = help_of(script, subcommand)
+        assert sub.returncode == 0, f"{script} {subcommand} --help: {sub.stderr}"
+        flags |= set(re.findall(r"(?<![\w-])--[a-z][\w-]*", sub.stdout))
+    return flags
 
 
 def relative_links(page: Path, text: str) -> list[str]:
@@ -98,25 +117,25 @@ def test_every_help_exits_zero(script):
 
 
 def test_shown_commands_are_found():
-    commands = {script for text in PAGES.values() for script, _ in shown_commands(text)}
+    commands = {command.split()[0] for text in PAGES.values() for command, _ in shown_commands(text)}
     assert {"train.py", "score.py", "pipeline_run_batch.py", "client.py"} <= commands
     assert shown_commands("```console\n$ .venv/bin/python train.py --random-state 3 >/dev/null  # --no\n```\n") == [
         ("train.py", {"--random-state"})]
     assert shown_commands("`python app_score_api.py --port 8000 [--workers N]`, or python x.py --no") == [
         ("app_score_api.py", {"--port", "--workers"})]
+    assert shown_commands('`python endpoint.py update --traffic "blue=0 green=100"`') == [
+        ("endpoint.py update", {"--traffic"})]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
 def test_every_flag_shown_exists_in_the_scripts_help(page):
     wrong = []
-    for script, flags in shown_commands(PAGES[page]):
+    for command, flags in shown_commands(PAGES[page]):
+        script, _, subcommand = command.partition(" ")
         if not (ROOT / script).is_file():
             wrong.append(f"{script}: no such script")
             continue
-        run = help_of(script)
-        assert run.returncode == 0, f"{script} --help: {run.stderr}"
-        known = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", run.stdout))
-        wrong += [f"{script} {flag}" for flag in sorted(flags - known)]
+        wrong += [f"{command} {flag}" for flag in sorted(flags - flags_in_help(script, subcommand))]
     assert not wrong, f"{page.name} shows flags that --help does not list: {wrong}"
 
 
@@ -124,7 +143,7 @@ def test_drift_threshold_table_names_real_flags():
     table = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
     flags = set(re.findall(r"^\| `(--[a-z-]+)` \|", table, re.M))
     assert len(flags) == 4
-    assert flags <= set(re.findall(r"--[a-z][\w-]*", help_of("pipeline_run_batch.py").stdout))
+    assert flags <= flags_in_help("pipeline_run_batch.py")
 
 
 # ----- links, make targets, request bodies ----------------------------------------------------
@@ -277,7 +296,7 @@ def test_imports_point_one_way():
     """Helpers import no stage script (the scorer's ModelService aside); client.py imports nothing of ours."""
     graph = project_imports()
     stages = {"export_data", "train", "app_score_api", "client", "generate_raw_data", "batch_score",
-              "pipeline_run_batch", "analyze_predictions"}
+              "pipeline_run_batch", "analyze_predictions", "endpoint"}
     assert graph["client"] == set()
     assert not graph["score"] & stages, "score.py imports helpers only"
     upward = {f"{name} -> {dep}" for name, deps in graph.items() if name not in stages | {"score"}
