@@ -63,16 +63,6 @@ class StorageNotFound(StorageError, FileNotFoundError):
     """The named file or blob does not exist in its zone."""
 
 
-def parse_date(text: str) -> _dt.date:
-    """cli.parse_date with its error as a StorageError, for callers that catch only storage errors."""
-    import cli  # imported here: cli imports this module
-
-    try:
-        return cli.parse_date(text)
-    except cli.UsageError as exc:
-        raise StorageError(str(exc)) from None
-
-
 def raw_name(day: _dt.date) -> str:
     """The raw zone's file for a date: new_data_YYYYMMDD.csv."""
     return f"{RAW_PREFIX}{day:%Y%m%d}.csv"

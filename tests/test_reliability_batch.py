@@ -35,6 +35,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+import cli
 import generate_raw_data
 import pipeline_run_batch as pipeline
 import reliability_figures as figures
@@ -529,8 +530,8 @@ BAD_DATES = ["../../etc/passwd", "2026-11-26/../../x", "/tmp/2026-11-26", "2026-
 
 @pytest.mark.parametrize("date", BAD_DATES)
 def test_bad_dates_never_become_names(date):
-    with pytest.raises(storage.StorageError, match="invalid date"):
-        storage.parse_date(date)
+    with pytest.raises(cli.UsageError, match="invalid date"):
+        cli.parse_date(date)
     figures.add("security", checks=1, failed=0)
 
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import cli
 import storage
 from conftest import free_port
 
@@ -19,14 +20,14 @@ def test_bad_names_are_rejected(name):
 
 def test_names_and_dates():
     assert storage.validate_name("new_data_20261126.csv") == "new_data_20261126.csv"
-    day = storage.parse_date("2026-11-26")
+    day = cli.parse_date("2026-11-26")
     assert storage.raw_name(day) == "new_data_20261126.csv"
     assert storage.curated_name(day) == "predictions_20261126.csv"
     assert storage.date_of("predictions_20261126.csv") == day
     assert storage.date_of("new_data_20261399.csv") is None and storage.date_of("notes.csv") is None
     for bad in ["../x", "2026-02-30", "2026-1-5", " 2026-11-26", "2026-11-26\n"]:
-        with pytest.raises(storage.StorageError, match="invalid date"):
-            storage.parse_date(bad)
+        with pytest.raises(cli.UsageError, match="invalid date"):
+            cli.parse_date(bad)
 
 
 def test_get_storage_chooses_by_argument_then_environment(monkeypatch):
