@@ -3,6 +3,7 @@ under load: every request answered, the new version served without a restart."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import shutil
@@ -12,8 +13,10 @@ import time
 import httpx
 import pytest
 
+import client
 from app_score_api import EXAMPLE_RECORD
 from conftest import ROOT, ApiServer, free_port, run_script, wait_until
+from registry import Registry
 
 API_KEY = "live-test-key-5d1c9e"
 
@@ -167,3 +170,131 @@ def test_server_log_has_one_line_per_request_and_never_the_key(live_server):
     assert any("POST /predict 401 records=- model=-" in line for line in lines)
     assert any("GET /health 200 records=- model=-" in line for line in lines)
     assert not any(API_KEY in line for line in lines)
+
+
+# ----- deployments: the routing header, --repeat's tally (against a stand-in endpoint) -----------------------
+class FakeEndpoint(http.server.BaseHTTPRequestHandler):
+    """Answers like a two-deployment endpoint: the header picks blue or green; without it every 10th
+    request goes to green, and every 50th gets a 429. Records the deployment header it was sent."""
+
+    versions = {"blue": "v001", "green": "v002"}
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        wanted = self.headers.get("azureml-model-deployment")
+        with self.server.lock:
+            number = self.server.count
+            self.server.count += 1
+            self.server.sent.append(wanted)
+        if self.path == "/plain/predict":
+            self.answer(200, {"model_version": "v001", "results": [{"prediction": 0, "probability": 0.25}]})
+        elif wanted is not None and wanted not in self.versions:
+            self.answer(404, {"message": f"no deployment named {wanted!r}; deployments: blue, green"})
+        elif wanted is None and number % 50 == 49:
+            self.answer(429, {"message": "too many pending requests"}, {"retry-after": "1"})
+        else:
+            name = wanted or ("green" if number % 10 == 9 else "blue")
+            self.answer(200, {"model_version": self.versions[name],
+                              "results": [{"prediction": 1, "probability": 0.75}]},
+                        {"azureml-model-deployment": name})
+
+    def answer(self, status: int, body: dict, headers: dict | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        for key, value in {"content-type": "application/json", **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def fake_endpoint():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeEndpoint)
+    server.lock, server.count, server.sent = threading.Lock(), 0, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def one_record(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"records": [EXAMPLE_RECORD]}))
+    return str(path)
+
+
+def client_run(capsys, *args: str) -> tuple[int, str, str]:
+    code = client.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_deployment_name_sends_the_header_and_the_answer_names_its_deployment(fake_endpoint, one_record, capsys):
+    url = f"http://127.0.0.1:{fake_endpoint.server_port}"
+    code, out, err = client_run(capsys, "--url", url, "--file", one_record, "--deployment-name", "green")
+    assert (code, err) == (0, "")
+    assert re.fullmatch(r"model v002: 1 prediction\(s\) in [\d.]+ ms \(deployment green\)", out.splitlines()[0])
+    assert fake_endpoint.sent == ["green"]
+    code, out, err = client_run(capsys, "--url", url, "--file", one_record, "--deployment-name", "red")
+    assert (code, out) == (1, "")
+    assert err == (f"error: {url}/predict answered 404 Not Found: no deployment named 'red'; "
+                   "deployments: blue, green\n")
+
+
+def test_repeat_counts_answers_per_deployment_and_failures_by_status(fake_endpoint, one_record, capsys):
+    url = f"http://127.0.0.1:{fake_endpoint.server_port}"
+    code, out, err = client_run(capsys, "--url", url, "--file", one_record, "--repeat", "200", "--threads", "4")
+    lines = out.splitlines()
+    assert re.fullmatch(r"200 request\(s\) in [\d.]+ s from 4 thread\(s\): 196 answered, 4 failed", lines[0])
+    assert [line.split() for line in lines[1:4]] == [["deployment", "answers", "share", "versions"],
+                                                     ["blue", "180", "90.0%", "v001"],
+                                                     ["green", "16", "8.0%", "v002"]]
+    assert lines[4:] == [f"failed (429): 4, the first: {url}/predict answered 429 Too Many Requests: "
+                         "too many pending requests"]
+    assert (code, err) == (1, "error: 4 of 200 request(s) failed (see the table above)\n")
+    assert fake_endpoint.sent == [None] * 200
+
+
+def test_repeat_with_a_deployment_name_and_answers_without_the_header(fake_endpoint, one_record, capsys):
+    url = f"http://127.0.0.1:{fake_endpoint.server_port}"
+    code, out, err = client_run(capsys, "--url", url, "--file", one_record, "--repeat", "30",
+                                "--deployment-name", "green")
+    assert (code, err) == (0, "")
+    assert [line.split() for line in out.splitlines()[2:]] == [["green", "30", "100.0%", "v002"]]
+    assert fake_endpoint.sent == ["green"] * 30
+    code, out, err = client_run(capsys, "--url", f"{url}/plain/predict", "--file", one_record, "--repeat", "3",
+                                "--threads", "8")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert re.fullmatch(r"3 request\(s\) in [\d.]+ s from 3 thread\(s\): 3 answered, 0 failed", lines[0])
+    assert lines[2].split() == ["-", "3", "100.0%", "v001"]  # "-": the answer named no deployment
+
+
+def test_repeat_counts_unreachable_endpoints_and_checks_its_numbers(one_record, capsys):
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = client_run(capsys, "--url", url, "--file", one_record, "--repeat", "5", "--threads", "2")
+    assert code == 1 and err == "error: 5 of 5 request(s) failed (see the table above)\n"
+    assert out.splitlines()[-1].startswith(f"failed (unreachable): 5, the first: cannot reach {url}/predict: ")
+    for flag in ("--repeat", "--threads"):
+        assert client_run(capsys, "--url", url, flag, "0") == (1, "", f"error: {flag} must be at least 1, got 0\n")
+
+
+def test_repeat_against_the_real_endpoint(live_server, one_record, capsys):
+    code, out, err = client_run(capsys, "--url", live_server["url"], "--file", one_record, "--repeat", "20",
+                                "--api-key", API_KEY)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].endswith(": 20 answered, 0 failed")
+    # One deployment row (its name is whatever the endpoint's single deployment answers as), serving
+    # the newest version (an earlier test in this module registers v002 on this server).
+    newest = f"v{max(Registry(live_server['registry']).versions()):03d}"
+    assert len(lines) == 3 and lines[2].split()[1:] == ["20", "100.0%", newest]
