@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import reliability_figures as figures
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, wait_until
 from registry import Registry, RegistryError
 from score import ModelService
 
@@ -33,7 +33,6 @@ _CHILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    sys.path.insert(0, {root!r})
     import joblib, registry, train
 
     ready, point = Path({ready!r}), {point!r}
@@ -71,13 +70,12 @@ _CHILD = textwrap.dedent(
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
+    def reached() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"child exited with {proc.returncode}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"child never reached the kill point ({path.name})")
-        time.sleep(0.02)
+        return path.exists()
+
+    wait_until(reached, timeout, f"the child to reach the kill point ({path.name})", interval=0.02)
 
 
 def _train(root: Path, artifacts: Path, seed: int = 42):
@@ -118,9 +116,9 @@ def one_version(tmp_path):
 def test_training_killed_during_registration_leaves_latest_intact(one_version, tmp_path, point):
     root, artifacts = one_version
     ready = tmp_path / "ready"
-    code = _CHILD.format(root=str(ROOT), ready=str(ready), point=point, registry_dir=str(root),
+    code = _CHILD.format(ready=str(ready), point=point, registry_dir=str(root),
                          artifacts=str(artifacts))
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(ready, child)
         staging = [p for p in root.iterdir() if p.name.startswith(".staging")]

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 
 import reliability_figures as figures
 from app_score_api import EXAMPLE_RECORD, create_app
-from conftest import run_script
+from conftest import run_script, wait_until
 
 KEY = "sec-key-91c4e07a55"
 OPEN_ROUTES = {"/health", "/ready"}
@@ -162,7 +162,6 @@ class _Payload:
 
 def test_api_with_only_a_tampered_version_is_not_ready_and_never_runs_it(tmp_path, trained_registry, monkeypatch):
     import pickle
-    import time
 
     monkeypatch.delenv("SCORING_API_KEY", raising=False)
 
@@ -181,10 +180,8 @@ def test_api_with_only_a_tampered_version_is_not_ready_and_never_runs_it(tmp_pat
         assert response.status_code == 503 and "has been modified" in response.json()["detail"]
         # A good version registered later is picked up; the tampered one never ran.
         shutil.copytree(trained_registry / "model_v002", root / "model_v002")
-        deadline = time.monotonic() + 20
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").json()
-            time.sleep(0.02)
+        wait_until(lambda: client.get("/ready").status_code == 200, 20, "/ready to answer 200 with v002",
+                   detail=lambda: str(client.get("/ready").json()), interval=0.02)
         answer = client.post("/predict", json={"records": [EXAMPLE_RECORD]})
         assert answer.status_code == 200 and answer.json()["model_version"] == "v002"
     assert not marker.exists(), "the tampered model.joblib was unpickled"
