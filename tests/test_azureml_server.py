@@ -13,13 +13,12 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, stop_process
+from conftest import ROOT, free_port, stop_process, wait_until
 
 AZUREML_PYTHON = Path(os.environ.get("AZUREML_SERVER_PYTHON", ROOT / ".venv-azureml" / "bin" / "python"))
 LAUNCHER = ROOT / "scripts" / "azmlinfsrv_local.py"
@@ -53,20 +52,17 @@ def server(azureml_model_dir, tmp_path_factory):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"azmlinfsrv exited with {proc.returncode}:\n{_log_tail(log_path)}")
+        try:
+            return httpx.get(url + "/", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"azmlinfsrv exited with {proc.returncode}:\n{_log_tail(log_path)}")
-            try:
-                answer = httpx.get(url + "/", timeout=2.0)
-                if answer.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"azmlinfsrv not healthy after {READY_TIMEOUT:.0f} s:\n{_log_tail(log_path)}")
-            time.sleep(0.1)
+        wait_until(healthy, READY_TIMEOUT, f"azmlinfsrv to answer 200 on {url}/", detail=lambda: _log_tail(log_path),
+                   interval=0.1)
         yield {"url": url, "proc": proc, "log": log_path, "port": port}
     finally:
         stop_process(proc, timeout=20)

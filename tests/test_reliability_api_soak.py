@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import reliability_figures as figures
-from conftest import ApiServer, register_copy, register_tampered
+from conftest import ApiServer, register_copy, register_tampered, wait_until
 from registry import Registry, version_label
 
 API_KEY = "soak-key-3b9f61d2c7"
@@ -144,10 +144,8 @@ def test_soak_while_versions_are_registered(soak_server, sample_records):
 
     # After the soak the newest good version is served, never the tampered one.
     newest = max(registered)
-    deadline = time.monotonic() + 30
-    while (ready := httpx.get(f"{server.url}/ready").json()).get("model_version") != newest:
-        assert time.monotonic() < deadline, ready
-        time.sleep(0.05)
+    wait_until(lambda: httpx.get(f"{server.url}/ready").json().get("model_version") == newest, 30,
+               f"/ready to name {newest}", detail=lambda: httpx.get(f"{server.url}/ready").text)
     log_text = server.log_path.read_text()
     for label in tampered:
         assert f"not serving {label}" in log_text
