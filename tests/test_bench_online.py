@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import pytest
 
-from conftest import ROOT, run_script
-
-sys.path.insert(0, str(ROOT / "bench"))
-import bench_online  # noqa: E402
+from bench import bench_online
+from conftest import run_script
 
 
 def runs_for(rps: dict[str, list[float]], p99: float = 1.5) -> dict:
