@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 
 import app_score_api
 from app_score_api import EXAMPLE_RECORD, NO_MODEL, app
-from conftest import register_copy, register_tampered, run_script
+from conftest import register_copy, register_tampered, run_script, wait_until
 from registry import Registry
 from score import ModelService
 
@@ -42,18 +41,6 @@ def serve(monkeypatch, registry):
     return start
 
 
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    """Poll until predicate() is truthy; its value, or a failure after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(0.02)
 
 
 def predict(client, payload, **headers):
@@ -290,7 +277,7 @@ def test_empty_registry_starts_and_answers_503_until_a_model_arrives(serve, tmp_
         assert client.get("/model").status_code == 503
         # The first registered version is picked up without a restart.
         shutil.copytree(registry / "model_v001", empty / "model_v001")
-        wait_for(lambda: client.get("/ready").status_code == 200)
+        wait_until(lambda: client.get("/ready").status_code == 200, 20, "/ready to answer 200")
         assert predict(client, {"records": [EXAMPLE_RECORD]}).json()["model_version"] == "v001"
 
 
@@ -325,7 +312,7 @@ def test_new_version_is_served_without_restart(serve, registry):
     with serve() as client:
         assert client.get("/ready").json()["model_version"] == "v002"
         register_copy(registry)
-        wait_for(lambda: client.get("/ready").json()["model_version"] == "v003")
+        wait_until(lambda: client.get("/ready").json()["model_version"] == "v003", 20, "v003 to be served")
         response = predict(client, {"records": [EXAMPLE_RECORD]})
         assert response.json()["model_version"] == "v003"
         assert response.headers["x-model-version"] == "v003"
@@ -336,12 +323,12 @@ def test_version_failing_its_checksum_is_not_served(serve, registry, caplog):
     with serve() as client:
         register_tampered(registry)
         deployment = client.app.state.serving.deployments["default"]
-        wait_for(lambda: 3 in deployment.rejected)
+        wait_until(lambda: 3 in deployment.rejected, 20, "v003 to be rejected")
         assert client.get("/ready").json() == {"status": "ready", "model_version": "v002"}
         assert predict(client, {"records": [EXAMPLE_RECORD]}).json()["model_version"] == "v002"
         # A later good version is still picked up.
         register_copy(registry)
-        wait_for(lambda: client.get("/ready").json()["model_version"] == "v004")
+        wait_until(lambda: client.get("/ready").json()["model_version"] == "v004", 20, "v004 to be served")
     assert "not serving v003" in caplog.text and "has been modified" in caplog.text
 
 
