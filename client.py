@@ -176,7 +176,8 @@ def format_table(answer: dict[str, Any], elapsed: float, deployment: str | None 
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     served = f" (deployment {deployment})" if deployment else ""
-    lines = [f"model {answer.get('model_version', '?')}: {len(results)} prediction(s) in {elapsed * 1000:.1f} ms{served}"]
+    lines = [f"model {answer.get('model_version', '?')}: {len(results)} prediction(s) in "
+             f"{elapsed * 1000:.1f} ms{served}"]
     lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
     return "\n".join(lines)
 

@@ -406,7 +406,8 @@ def update_traffic(spec: EndpointSpec, traffic: Mapping[str, int] | None = None,
         current = read_state(spec, state_dir)
         now_traffic, now_mirror = (current.traffic, current.mirror_traffic) if current else (spec.traffic,
                                                                                               spec.mirror_traffic)
-        kept = f"mirror traffic in effect ({_format(now_mirror)}, kept: no {mirror_field} given)"
+        clear = " ".join(f"{name}=0" for name in now_mirror)
+        kept = f'mirror traffic in effect ({_format(now_mirror)}; to clear it add {mirror_field} "{clear}")'
         new_traffic, new_mirror = validate_traffic(
             now_traffic if traffic is None else traffic, now_mirror if mirror is None else mirror,
             spec.deployments, traffic_field, mirror_field if mirror is not None else kept)

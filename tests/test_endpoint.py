@@ -95,7 +95,8 @@ def test_the_projects_endpoint_loads_with_its_two_deployments(tmp_path):
     assert (blue.model_ref, blue.version_spec) == ("azureml:risk-classifier:1", 1)
     assert (green.model_ref, green.version_spec) == ("azureml:risk-classifier:2", 2)
     for item in (blue, green):
-        assert (item.instance_count, item.request_timeout_ms, item.max_concurrent_requests_per_instance) == (1, 5000, 16)
+        settings = (item.instance_count, item.request_timeout_ms, item.max_concurrent_requests_per_instance)
+        assert settings == (1, 5000, 16)
         assert item.max_in_flight == 32 > 8  # the benchmark's concurrency never meets a 429
         assert item.data_collector is None
     assert blue.source == ROOT / "azureml" / "online" / "blue-deployment.yml"
@@ -167,7 +168,8 @@ def test_model_references_map_onto_the_registry(project, model, version):
     ("azureml:other-model:1",
      "online/green.yml: model: azureml:other-model:1: unknown model 'other-model' (the local registry holds "
      "risk-classifier)"),
-    ("azureml:risk-classifier@stable", "online/green.yml: model: azureml:risk-classifier@stable: the only label is @latest"),
+    ("azureml:risk-classifier@stable",
+     "online/green.yml: model: azureml:risk-classifier@stable: the only label is @latest"),
     ("azureml:risk-classifier:two",
      "online/green.yml: model: azureml:risk-classifier:two: invalid model version 'two': use 'latest', "
      "a number like 2, or v002"),
@@ -326,7 +328,8 @@ def test_traffic_strings_read_as_az_ml_writes_them():
     assert parse("blue=90 green=10", "--traffic") == {"blue": 90, "green": 10}
     assert parse("  blue=0,green=100 ", "--traffic") == {"blue": 0, "green": 100}
     for text, problem in [("", 'expected NAME=PERCENT pairs such as "blue=90 green=10"'),
-                          ("blue", "'blue' is not NAME=PERCENT"), ("blue=ten", "blue=ten: a weight is a whole number from 0 to 100"),
+                          ("blue", "'blue' is not NAME=PERCENT"),
+                          ("blue=ten", "blue=ten: a weight is a whole number from 0 to 100"),
                           ("blue=-5", "blue=-5: a weight is a whole number from 0 to 100"),
                           ("blue=101", "blue=101: a weight is a whole number from 0 to 100"),
                           ("blue=50 blue=50", "blue is given twice"), ("blue==5", "'blue==5' is not NAME=PERCENT")]:
@@ -484,7 +487,8 @@ def test_a_bad_update_over_a_recorded_state_leaves_it_as_it_was(project, capsys)
     path = endpoint_spec.state_path(spec)
     before = path.read_bytes()
     for flags, message in [
-        (["--traffic", "blue=100 green=0"], "mirror traffic in effect (blue=20, kept: no --mirror-traffic given): "
+        (["--traffic", "blue=100 green=0"], "mirror traffic in effect (blue=20; to clear it add "
+                                            "--mirror-traffic \"blue=0\"): "
                                             "blue has live traffic (100%); a deployment with live traffic cannot "
                                             "also receive mirrored traffic"),
         (["--mirror-traffic", "green=10"], "--mirror-traffic: green has live traffic (100%); a deployment with live "
