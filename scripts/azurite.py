@@ -185,4 +185,6 @@ def serve(azurite: Azurite, command: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if str(ROOT) not in sys.path:  # run as a file (python scripts/azurite.py), not with -m: storage is at the root
+        sys.path.insert(0, str(ROOT))
     raise SystemExit(main())
