@@ -110,9 +110,10 @@ class Azurite:
                 time.sleep(0.05)
 
     def _log_tail(self) -> str:
-        if self.log and self.log.exists():
-            return ": " + self.log.read_text(errors="replace")[-500:].strip()
-        return ""
+        """': ' and the service's last log line (its reason, when it stopped), or nothing."""
+        lines = self.log.read_text(errors="replace").split("\n") if self.log and self.log.exists() else []
+        last = [line.strip() for line in lines if line.strip()][-1:]
+        return f": {last[0]}" if last else ""
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM (it saves what it holds to `location`), then SIGKILL if it lingers."""
