@@ -194,14 +194,7 @@ def train(
     """
     import joblib
 
-    if not 0.0 < test_size < 1.0:
-        raise TrainingError(f"--test-size must be between 0 and 1, got {test_size}")
-    if register_mlflow is not None and not use_mlflow:
-        raise TrainingError("--register-mlflow needs MLflow tracking: drop --no-mlflow")
-    if register_mlflow is not None and not register_mlflow.strip():
-        raise TrainingError("--register-mlflow needs a model name")
-    if register_mlflow is not None and not mlflow_alias.strip():
-        raise TrainingError("--mlflow-alias must not be empty")
+    _check_arguments(test_size, use_mlflow, register_mlflow, mlflow_alias)
     ds = load_dataset(data, target)
     model, metrics, report, X_train = fit_and_evaluate(ds, test_size, random_state)
     log.info("trained on %d rows: accuracy %.4f, ROC AUC %.4f", metrics["train_size"], metrics["accuracy"], metrics["roc_auc"])
@@ -253,6 +246,17 @@ def train(
             mlflow.MlflowClient().set_model_version_tag(
                 registered["name"], registered["version"], "registry_version", version.label)
     return TrainResult(version, metrics, report, run_id)
+
+
+def _check_arguments(test_size: float, use_mlflow: bool, register_mlflow: str | None, mlflow_alias: str) -> None:
+    if not 0.0 < test_size < 1.0:
+        raise TrainingError(f"--test-size must be between 0 and 1, got {test_size}")
+    if register_mlflow is not None and not use_mlflow:
+        raise TrainingError("--register-mlflow needs MLflow tracking: drop --no-mlflow")
+    if register_mlflow is not None and not register_mlflow.strip():
+        raise TrainingError("--register-mlflow needs a model name")
+    if register_mlflow is not None and not mlflow_alias.strip():
+        raise TrainingError("--mlflow-alias must not be empty")
 
 
 def register_in_mlflow(run_id: str, name: str, alias: str) -> dict[str, Any]:
