@@ -45,7 +45,8 @@ _CHILD = textwrap.dedent(
     if point == "writing model.joblib":
         real_dump = joblib.dump
         def dump(value, filename, *args, **kwargs):
-            if Path(filename).parent.name.startswith(".staging"):
+            # artifacts/ gets a file handle (an atomic write); the registry's staging folder a path.
+            if isinstance(filename, (str, os.PathLike)) and Path(filename).parent.name.startswith(".staging"):
                 real_dump(value, str(filename) + ".full")
                 data = Path(str(filename) + ".full").read_bytes()
                 os.unlink(str(filename) + ".full")
