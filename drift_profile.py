@@ -74,8 +74,12 @@ def profile_column(values: Sequence[float], bins: int = DEFAULT_BINS) -> dict[st
 
 
 def build_profile(matrix: np.ndarray, features: Sequence[str], scores: Sequence[float] | None = None,
-                  bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """The reference profile of a training matrix (rows x features, in the model's order)."""
+                  bins: int = DEFAULT_BINS, schema: Any = None) -> dict[str, Any]:
+    """The reference profile of a training matrix (rows x features, in the model's order).
+
+    With the version's feature schema, category features (whose matrix columns hold category
+    codes) also record each training category's count and share.
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[1] != len(features):
         raise MonitoringError(f"expected a matrix with {len(features)} columns, got shape {matrix.shape}")
@@ -97,7 +101,25 @@ def build_profile(matrix: np.ndarray, features: Sequence[str], scores: Sequence[
                                         bins=SCORE_HISTOGRAM_BINS, range=(0.0, 1.0))
         column["histogram"] = {"edges": [float(e) for e in hist_edges], "counts": [int(c) for c in hist]}
         profile["score"] = column
+    for j, feature in enumerate(schema.features if schema is not None else ()):
+        profile["columns"][feature.name].update(profile_categories(matrix[:, j], feature.categories)
+                                                if feature.is_category else {"type": "number"})
     return profile
+
+
+def profile_categories(codes: np.ndarray, categories: Sequence[str]) -> dict[str, Any]:
+    """A category feature's reference: its categories with their training counts and shares."""
+    counts = category_counts(codes, len(categories))
+    seen = int(counts.sum())
+    return {"type": "category", "categories": list(categories), "category_counts": [int(c) for c in counts],
+            "category_proportions": [float(c) / seen if seen else 0.0 for c in counts]}
+
+
+def category_counts(codes: np.ndarray, size: int) -> np.ndarray:
+    """Rows per category code (0..size-1); NaN (empty) and out-of-range codes are not counted."""
+    codes = np.asarray(codes, dtype=np.float64)
+    valid = codes[np.isfinite(codes) & (codes >= 0) & (codes < size)]
+    return np.bincount(valid.astype(np.intp), minlength=size)[:size]
 
 
 def write_profile(folder: Path, profile: dict[str, Any]) -> Path:

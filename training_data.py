@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import settings
 
@@ -21,19 +21,22 @@ class TrainingDataError(ValueError):
 
 
 def load_table(path: Path | None = None, *, nrows: int | None = None, what: str = "data file",
-               missing_ok: bool = False) -> Any:
+               missing_ok: bool = False, categorical: Sequence[str] = ()) -> Any:
     """The table at `path`, else settings.data_csv() when present, else scikit-learn's copy.
 
     A `path` given but missing is an error ("<what> <path> does not exist") unless `missing_ok`,
     which falls back to scikit-learn's copy. The DataFrame's attrs["source"] says where it came
-    from (a path or SKLEARN_SOURCE); `nrows` reads only the first rows.
+    from (a path or SKLEARN_SOURCE); `nrows` reads only the first rows. Only empty cells are
+    missing ("NA" or "none" are values, as they are to the scorers); the `categorical` columns
+    are read as text.
     """
     import pandas as pd
 
     chosen = path if path is not None else settings.data_csv()
     if chosen.is_file():
         try:
-            frame = pd.read_csv(chosen, nrows=nrows)
+            frame = pd.read_csv(chosen, nrows=nrows, keep_default_na=False, na_values=[""],
+                                dtype={c: str for c in categorical} or None)
         except (OSError, ValueError) as exc:
             raise TrainingDataError(f"cannot read {chosen}: {exc}") from None
         frame.attrs["source"] = str(chosen)

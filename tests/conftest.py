@@ -222,3 +222,50 @@ def azureml_model_dir(trained_registry, service, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("azureml-model-dir")
     shutil.copytree(trained_registry / version_name(number), base / version_name(number))
     return base
+
+
+# ----- tables with categories, gaps and string targets (issue: real credit data) -----------------
+CREDIT_CSV = ROOT / "data" / "german_credit.csv"
+
+
+def make_gappy_table(path: Path, rows: int = 300, seed: int = 0) -> Path:
+    """A small table with gaps and a string target: a nullable number, two categories (one
+    nullable), a numeric-looking code column and `status` ("late" / "on_time")."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    income = rng.normal(50, 15, rows).round(1)
+    region = rng.choice(["north", "south", "east", "west"], rows, p=[0.4, 0.3, 0.2, 0.1])
+    channel = rng.choice(["web", "branch", "phone"], rows).astype(object)
+    grade = rng.choice([1, 2, 3], rows)
+    logit = -0.06 * (income - 50) + 1.5 * (region == "west") + 1.0 * (grade == 3) - 0.7
+    status = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "late", "on_time")
+    frame = pd.DataFrame({"income": income, "region": region, "channel": channel, "grade": grade, "status": status})
+    frame.loc[rng.random(rows) < 0.1, "income"] = np.nan
+    frame.loc[rng.random(rows) < 0.1, "channel"] = None
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def credit_registry(tmp_path_factory) -> Path:
+    """A registry with one version trained on data/german_credit.csv (score: probability of bad)."""
+    import train
+
+    root = tmp_path_factory.mktemp("credit-registry")
+    train.train(data=CREDIT_CSV, target="creditability", positive_class="bad", registry_dir=root,
+                artifacts_dir=tmp_path_factory.mktemp("credit-artifacts"), use_mlflow=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def gappy_registry(tmp_path_factory) -> Path:
+    """A registry with one version trained on make_gappy_table (grade forced categorical)."""
+    import train
+
+    base = tmp_path_factory.mktemp("gappy")
+    train.train(data=make_gappy_table(base / "gappy.csv"), target="status", positive_class="late",
+                categorical=["grade"], registry_dir=base / "registry", artifacts_dir=base / "artifacts",
+                use_mlflow=False)
+    return base / "registry"

@@ -91,12 +91,30 @@ def test_custom_csv_and_target(tmp_path):
     assert metadata["data_source"] == str(tmp_path / "risk.csv") and metadata["mlflow_run_id"] is None
 
 
+def _ids(rows: int = 30) -> pd.DataFrame:
+    return pd.DataFrame({"a": [i % 5 for i in range(rows)], "customer": [f"c{i}" for i in range(rows)],
+                         "target": [0, 1] * (rows // 2)})
+
+
 @pytest.mark.parametrize("make_csv, args, message", [
     (None, ["--data", "{tmp}/nope.csv"], "error: data file {tmp}/nope.csv does not exist"),
     (lambda: pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]}), ["--target", "label"], "error: target column 'label' not found"),
-    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": [0, 1, 2]}), [], "error: target 'target' must hold both 0 and 1 and nothing else"),
-    (lambda: pd.DataFrame({"a": ["x", "y"], "target": [0, 1]}), [], "error: feature columns must be numeric; not numeric in {tmp}/d.csv: a"),
-    (lambda: pd.DataFrame({"a": [1.0, None], "target": [0, 1]}), [], "error: feature columns have empty values in {tmp}/d.csv: a"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": [0, 1, 2]}), [],
+     "error: target 'target' must have exactly two values; found 3: 0, 1, 2"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["good", "bad", "good"]}), ["--target", "y"],
+     "error: target 'y' has values 'bad', 'good': give --positive-class with the one whose probability is the score"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["good", "bad", "good"]}), ["--target", "y", "--positive-class", "Bad"],
+     "error: --positive-class 'Bad' is not a value of target 'y'; its values: 'bad', 'good'"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0], "target": [0, None, 1]}), [],
+     "error: target 'target' has 1 empty cell(s) (first at data row 2); fill or drop those rows"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0], "b": [None, None], "target": [0, 1]}), [],
+     "error: feature column(s) 'b' in {tmp}/d.csv are empty throughout; drop them"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0], "score": [3.0, 4.0], "target": [0, 1]}), [],
+     "error: feature column(s) 'score' in {tmp}/d.csv are named like an output column of the scorers "
+     "(prediction, probability, score, model_version); rename or drop them"),
+    (_ids, [], "error: feature column 'customer' in {tmp}/d.csv looks like an ID (a distinct value in each of its 30 rows)"),
+    (lambda: pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]}), ["--categorical", "a,zip"],
+     "error: --categorical names column(s) that are not features of {tmp}/d.csv: zip"),
     (lambda: pd.DataFrame({"a": [1.0, 2.0], "target": [0, 1]}), ["--test-size", "1.5"], "error: --test-size must be between 0 and 1, got 1.5"),
 ])
 def test_bad_data_gives_one_clear_line(tmp_path, make_csv, args, message):
@@ -180,3 +198,83 @@ def test_register_mlflow_bad_arguments_give_one_clear_line(tmp_path, args, messa
     assert run.returncode == 1
     assert run.stderr.strip() == message
     assert not (tmp_path / "reg").exists()
+
+
+# ----- tables with categories, gaps and string targets ----------------------------------------
+def test_credit_data_meets_the_quality_floor_with_its_schema(credit_registry):
+    folder = credit_registry / "model_v001"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metrics["roc_auc"] >= 0.78 and metrics["train_size"] == 800 and metrics["test_size"] == 200
+    assert metrics["gini"] == pytest.approx(2 * metrics["roc_auc"] - 1)
+    assert 0 < metrics["ks"] < 1 and 0 < metrics["brier"] < 0.25 and 0.3 < metrics["average_precision"] < 1
+    assert metadata["target"] == "creditability" and metadata["positive_class"] == "bad"
+    assert metadata["class_labels"] == ["good", "bad"] and metadata["classes"] == [0, 1]
+    schema = metadata["feature_schema"]
+    assert [f["name"] for f in schema] == metadata["features"] and len(schema) == 20
+    assert sum(f["type"] == "category" for f in schema) == 13 and sum(f["type"] == "number" for f in schema) == 7
+    assert not any(f["nullable"] for f in schema)
+    housing = next(f for f in schema if f["name"] == "housing")
+    assert housing == {"name": "housing", "type": "category", "nullable": False, "categories": ["for free", "own", "rent"]}
+    age = next(f for f in schema if f["name"] == "age_in_years")
+    assert age == {"name": "age_in_years", "type": "number", "nullable": False, "min": 19.0, "max": 75.0}
+    example = metadata["input_example"]
+    assert list(example) == metadata["features"] and example["housing"] in housing["categories"]
+
+
+def test_breast_cancer_schema_is_plain_numbers(trained_registry):
+    metadata = json.loads((trained_registry / "model_v001/metadata.json").read_text())
+    assert metadata["positive_class"] == 1 and metadata["class_labels"] == [0, 1]
+    assert metadata["description"] == "StandardScaler -> LogisticRegression(max_iter=1000) risk classifier"
+    assert {f["type"] for f in metadata["feature_schema"]} == {"number"}
+    assert not any(f["nullable"] for f in metadata["feature_schema"])
+
+
+def test_gappy_table_schema_records_nulls_and_forced_categories(gappy_registry):
+    import joblib
+
+    metadata = json.loads((gappy_registry / "model_v001/metadata.json").read_text())
+    schema = {f["name"]: f for f in metadata["feature_schema"]}
+    assert metadata["features"] == ["income", "region", "channel", "grade"]
+    assert schema["income"]["type"] == "number" and schema["income"]["nullable"] is True
+    assert schema["region"] == {"name": "region", "type": "category", "nullable": False,
+                                "categories": ["east", "north", "south", "west"]}
+    assert schema["channel"] == {"name": "channel", "type": "category", "nullable": True,
+                                 "categories": ["branch", "phone", "web"]}
+    assert schema["grade"] == {"name": "grade", "type": "category", "nullable": False, "categories": ["1", "2", "3"]}
+    assert metadata["positive_class"] == "late" and metadata["class_labels"] == ["on_time", "late"]
+    model = joblib.load(gappy_registry / "model_v001/model.joblib")
+    onehot = model.named_steps["prepare"].named_transformers_["category"].named_steps["onehot"]
+    assert [list(c) for c in onehot.categories_][1] == ["(missing)", "branch", "phone", "web"]
+
+
+def test_train_cli_on_credit_data_with_mlflow(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    run = run_script("train.py", "--data", "data/german_credit.csv", "--target", "creditability",
+                     "--positive-class", "bad", "--registry-dir", str(tmp_path / "reg"),
+                     "--artifacts-dir", str(tmp_path / "art"), env=env)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[1] == "accuracy 0.7800  roc_auc 0.8026  (train 800 rows, test 200 rows)"
+    assert lines[3] == ("gini 0.6052  ks 0.5476  brier 0.1570  average_precision 0.6364  "
+                        "(score: probability of creditability = 'bad')")
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    run_id = json.loads((tmp_path / "reg/model_v001/metadata.json").read_text())["mlflow_run_id"]
+    logged = mlflow.MlflowClient().get_run(run_id).data
+    assert set(logged.metrics) == {"accuracy", "roc_auc", "gini", "ks", "brier", "average_precision"}
+    assert logged.params["positive_class"] == "bad" and logged.params["target"] == "creditability"
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    record = json.loads((tmp_path / "reg/model_v001/metadata.json").read_text())["input_example"]
+    proba = model.predict(pd.DataFrame([record]))  # predict_proba: [P(good), P(bad)]
+    assert proba.shape == (1, 2) and 0 < proba[0, 1] < 1
+
+
+def test_integer_id_column_is_a_warning(tmp_path):
+    frame = _ids().drop(columns=["customer"]).assign(a=range(30))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    run = run_script("train.py", "--data", str(tmp_path / "d.csv"), "--registry-dir", str(tmp_path / "reg"), "--no-mlflow")
+    assert run.returncode == 0, run.stderr
+    assert (f"WARNING train: feature column 'a' in {tmp_path}/d.csv looks like an ID (a distinct whole number in "
+            "each of its 30 rows); drop it unless it carries information") in run.stderr
