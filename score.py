@@ -30,6 +30,8 @@ import numpy as np
 
 import cli
 import settings
+from direct_scoring import table_direct
+from feature_schema import Schema, SchemaError
 from registry import METADATA_FILE, MODEL_FILE, Registry, RegistryError, load_verified_model
 
 log = logging.getLogger("score")
@@ -78,9 +80,24 @@ class ModelService:
     # Class-1 probability computed straight from the fitted parameters (see _direct_proba);
     # None when the model is not of a form it covers, and then the pipeline scores as usual.
     _direct: Any = field(default=None, init=False, repr=False, compare=False)
+    # The version's feature schema (all plain numbers for versions registered before it existed).
+    schema: Schema = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self._direct = _direct_proba(self.model, len(self.features))
+        try:
+            self.schema = Schema.from_metadata({"features": self.features, **self.metadata})
+        except SchemaError as exc:
+            raise RegistryError(f"{self.version}: {exc}") from None
+        self._plain = self.schema.plain_numbers  # read on every request: computed once
+        # A table model (fitted on a DataFrame: categories, gaps) takes the decoded frame.
+        self._takes_frame = hasattr(self.model, "feature_names_in_")
+        self._direct = (table_direct(self.model, self.schema) if self._takes_frame
+                        else _direct_proba(self.model, len(self.features)))
+
+    @property
+    def positive_class(self) -> Any:
+        """The target value whose probability is the score (1 for versions that do not say)."""
+        return self.metadata.get("positive_class", 1)
 
     # ----- loading -------------------------------------------------------------------
     @classmethod
@@ -117,7 +134,13 @@ class ModelService:
 
     # ----- validation ----------------------------------------------------------------
     def to_matrix(self, records: Sequence[Any]) -> np.ndarray:
-        """Records (mappings of feature name to number) -> float64 matrix in feature order."""
+        """Records (mappings of feature name to value) -> float64 matrix in feature order.
+
+        Category features become their category's index and a null in a nullable feature NaN
+        (the schema's encoding); the plain-number path below serves versions without either.
+        """
+        if not self._plain:
+            return self._schema_matrix(records)
         features = self.features
         # itemgetter and the set test run in C: the per-value Python loop below only runs to
         # name the culprit once a record is known to be bad.
@@ -145,14 +168,32 @@ class ModelService:
         except OverflowError:
             return self._finite(self._array(rows))
 
+    def _schema_matrix(self, records: Sequence[Any]) -> np.ndarray:
+        """The general path: every value checked against its feature in the schema."""
+        encode = self.schema.encode_record
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float64)
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RecordError(index, None, f"expected a JSON object, got {type(record).__name__}")
+            try:
+                matrix[index] = encode(record)
+            except KeyError as exc:
+                raise RecordError(index, str(exc.args[0]), "missing feature") from None
+            except ValueError as exc:
+                raise RecordError(index, exc.args[0], exc.args[1]) from None
+        return matrix
+
     def rows_to_matrix(self, rows: Sequence[Any]) -> np.ndarray:
         """Lists of values in the model's feature order -> float64 matrix."""
         width = len(self.features)
         for index, row in enumerate(rows):
             if not isinstance(row, (list, tuple)):
-                raise RecordError(index, None, f"expected a list of {width} numbers, got {type(row).__name__}")
+                raise RecordError(index, None, f"expected a list of {width} values, got {type(row).__name__}")
             if len(row) != width:
                 raise RecordError(index, None, f"expected {width} values in feature order, got {len(row)}")
+        if not self._plain:
+            return self._schema_matrix([dict(zip(self.features, row)) for row in rows])
+        for index, row in enumerate(rows):
             for name, value in zip(self.features, row):
                 if type(value) not in _NUMBER_TYPES:
                     raise RecordError(index, name, f"expected a number, got {_describe(value)}")
@@ -205,11 +246,15 @@ class ModelService:
             positive = self._checked(self._direct(matrix))
             return np.stack([1 - positive, positive], axis=1)
         try:
-            proba = self.model.predict_proba(matrix)
+            proba = self.model.predict_proba(self._model_input(matrix))
         except ValueError:
             proba = np.vstack([self._row_proba(row) for row in matrix])
         self._checked(proba)
         return proba
+
+    def _model_input(self, matrix: np.ndarray) -> Any:
+        """What the fitted model takes: the matrix, or for a table model the decoded DataFrame."""
+        return self.schema.frame(matrix) if self._takes_frame else matrix
 
     @staticmethod
     def _checked(proba: np.ndarray) -> np.ndarray:
@@ -224,7 +269,7 @@ class ModelService:
 
     def _row_proba(self, row: np.ndarray) -> np.ndarray:
         try:
-            return self.model.predict_proba(row.reshape(1, -1))
+            return self.model.predict_proba(self._model_input(row.reshape(1, -1)))
         except ValueError:
             return np.full((1, len(self.model.classes_)), np.nan)
 
@@ -370,13 +415,26 @@ def _inference_server_error(status: int, message: str) -> Any:
 
 
 # ----- CLI ---------------------------------------------------------------------------
-def sample_records(n: int, data_path: Path | None = None, features: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """The first n rows of the training data as records (features only); scikit-learn's when `data_path` is missing."""
+def sample_records(n: int, data_path: Path | None = None, features: Iterable[str] | None = None,
+                   schema: Schema | None = None) -> list[dict[str, Any]]:
+    """The first n rows of the training data as records (features only); scikit-learn's when `data_path` is missing.
+
+    With a schema, category values are text and empty cells null, as the scorer takes them.
+    """
     import training_data
 
-    frame = training_data.load_table(data_path, nrows=n, missing_ok=True)
+    categorical = [f.name for f in schema.categorical] if schema is not None else []
+    frame = training_data.load_table(data_path, nrows=n, missing_ok=True, categorical=categorical)
     columns = list(features) if features is not None else [c for c in frame.columns if c != settings.TARGET]
+    if schema is not None and not schema.plain_numbers:
+        return [schema.decode_row(row) for row in schema.encode_frame(frame[schema.names])]
     return [{c: float(v) for c, v in zip(columns, row)} for row in frame[columns].itertuples(index=False)]
+
+
+def training_data_path(service: "ModelService") -> Path | None:
+    """The version's own training file when it was trained on one that is still there."""
+    source = service.metadata.get("data_source")
+    return Path(source) if source and Path(source).is_file() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             n = args.sample if args.sample is not None else 3
             if n < 1:
                 raise ScoringError("--sample must be at least 1")
-            payload = {"records": sample_records(n, features=service.features)}
+            payload = {"records": sample_records(n, training_data_path(service), service.features, service.schema)}
         result = service.score_payload(payload)
     except (RegistryError, ScoringError) as exc:
         print(f"error: {exc}", file=sys.stderr)

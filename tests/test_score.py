@@ -183,3 +183,127 @@ def test_cli_table_format(trained_registry):
     assert lines[:2] == ["model v002: 2 record(s)", "record  prediction  probability"]
     assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
     assert all(0.0 <= float(line.split()[2]) <= 1.0 for line in lines[2:])
+
+
+# ----- the version's schema: categories, nulls, legacy versions -------------------------------
+@pytest.fixture(scope="module")
+def credit(credit_registry):
+    return ModelService.from_registry(credit_registry)
+
+
+@pytest.fixture(scope="module")
+def gappy(gappy_registry):
+    return ModelService.from_registry(gappy_registry)
+
+
+def _pipeline_proba(service, records):
+    import pandas as pd
+
+    frame = pd.DataFrame(records, columns=service.features).astype(
+        {f.name: object for f in service.schema.categorical})
+    return service.model.predict_proba(frame.fillna(np.nan))[:, 1]
+
+
+def test_credit_records_score_as_the_pipeline(credit, credit_registry):
+    records = score.sample_records(50, score.training_data_path(credit), credit.features, credit.schema)
+    assert records[0]["purpose"] == "radio/television" and records[0]["credit_amount"] == 1169.0
+    out = credit.score_payload({"records": records})
+    assert out["model_version"] == "v001" and credit.positive_class == "bad"
+    got = np.array([r["probability"] for r in out["results"]])
+    np.testing.assert_allclose(got, _pipeline_proba(credit, records), rtol=0, atol=1e-12)
+    assert [r["prediction"] for r in out["results"]] == [int(p > 0.5) for p in got]
+    assert credit._direct is not None  # the table model scores without building a DataFrame
+    as_lists = credit.score_payload({"data": [[r[f] for f in credit.features] for r in records[:3]]})
+    assert [r["probability"] for r in as_lists["results"]] == got[:3].tolist()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"purpose": "boat"}, 'record 1, feature \'purpose\': unknown category string "boat"; expected one of "business", '
+     '"car (new)", "car (used)", "domestic appliances", "education", "furniture/equipment", "others", '
+     '"radio/television", "repairs", "retraining"'),
+    ({"housing": 2}, 'record 1, feature \'housing\': expected a category (a string), got number 2; '
+     'expected one of "for free", "own", "rent"'),
+    ({"housing": None}, "record 1, feature 'housing': expected a category, got null "
+     "(this feature had no empty values in training)"),
+    ({"age_in_years": None}, "record 1, feature 'age_in_years': expected a number, got null "
+     "(this feature had no empty values in training)"),
+    ({"age_in_years": "47"}, "record 1, feature 'age_in_years': expected a number, got string \"47\""),
+    ({"age_in_years": True}, "record 1, feature 'age_in_years': expected a number, got boolean true"),
+    ({"housing": "Own"}, 'record 1, feature \'housing\': unknown category string "Own"; expected one of "for free", "own", "rent"'),
+])
+def test_credit_bad_values_name_record_feature_and_value(credit, change, message):
+    good = credit.metadata["input_example"]
+    with pytest.raises(RecordError) as err:
+        credit.score_payload({"records": [good, {**good, **change}]})
+    assert str(err.value) == message
+
+
+def test_credit_missing_feature_is_an_error(credit):
+    record = dict(credit.metadata["input_example"])
+    del record["job"]
+    with pytest.raises(RecordError, match="^record 0, feature 'job': missing feature$"):
+        credit.score_payload({"records": [record]})
+
+
+def test_nullable_features_take_null(gappy):
+    assert [f.name for f in gappy.schema.features if f.nullable] == ["income", "channel"]
+    records = [{"income": None, "region": "west", "channel": None, "grade": "3"},
+               {"income": 61.5, "region": "north", "channel": "web", "grade": "1"}]
+    out = gappy.score_payload({"records": records})
+    got = [r["probability"] for r in out["results"]]
+    np.testing.assert_allclose(got, _pipeline_proba(gappy, records), rtol=0, atol=1e-12)
+    assert out["results"][0]["input"] == records[0] and gappy.positive_class == "late"
+    with pytest.raises(RecordError, match=r"^record 0, feature 'grade': expected a category \(a string\), got number 3; "
+                                          r'expected one of "1", "2", "3"$'):
+        gappy.score_payload({"records": [{**records[0], "grade": 3}]})
+    with pytest.raises(RecordError, match="^record 0, feature 'region': expected a category, got null"):
+        gappy.score_payload({"records": [{**records[0], "region": None}]})
+
+
+def test_up_to_20_allowed_values_are_listed():
+    from feature_schema import Feature
+
+    feature = Feature("branch", "category", categories=tuple(f"b{i:02d}" for i in range(25)))
+    with pytest.raises(ValueError) as err:
+        feature.encode("zz")
+    listed = ", ".join(f'"b{i:02d}"' for i in range(20))
+    assert str(err.value) == f'unknown category string "zz"; expected one of {listed} and 5 more'
+
+
+def test_version_without_feature_schema_serves_as_plain_numbers(trained_registry, tmp_path, sample_records):
+    from registry import Registry
+
+    source = Registry(trained_registry).get(1)
+    metadata = {k: v for k, v in source.metadata.items()
+                if k not in {"version", "registered_at", "model_sha256", "feature_schema", "positive_class",
+                             "class_labels", "input_example"}}
+
+    def write(staging):
+        for name in ("model.joblib", "metrics.json"):
+            shutil.copy(source.path / name, staging / name)
+
+    Registry(tmp_path).register(write, metadata)
+    old = ModelService.from_registry(tmp_path)
+    assert old.schema.plain_numbers and old.schema.names == old.features and old.positive_class == 1
+    assert old._direct is not None
+    assert old.score_records(sample_records[:3]) == ModelService.from_registry(trained_registry, 1).score_records(sample_records[:3])
+    with pytest.raises(RecordError, match="record 0, feature 'mean radius': expected a number, got null"):
+        old.score_payload({"records": [{**sample_records[0], "mean radius": None}]})
+
+
+def test_init_and_run_take_credit_records(credit_registry, tmp_path, monkeypatch):
+    shutil.copytree(credit_registry / "model_v001", tmp_path / "model_v001")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path))
+    monkeypatch.setattr(score, "_service", None)
+    score.init()
+    example = score._service.metadata["input_example"]
+    out = score.run(json.dumps({"data": [example]}))
+    assert out["model_version"] == "v001" and out["results"][0]["input"] == example
+    with pytest.raises(RecordError, match="record 0, feature 'purpose': unknown category"):
+        score.run(json.dumps({"data": [{**example, "purpose": "yacht"}]}))
+
+
+def test_cli_sample_reads_the_versions_own_training_file(credit_registry):
+    run = run_script("score.py", "--sample", "2", "--registry-dir", str(credit_registry), "--format", "table")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "model v001: 2 record(s)"
