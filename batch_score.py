@@ -10,8 +10,9 @@ Prints a JSON summary (row count, min/max/mean score, model version) on stdout.
     python batch_score.py --date 2026-11-26 --storage blob
 
 The file is read and written in blocks with pyarrow, so memory stays flat however large
-the file. Every feature cell is checked before anything is written: an empty or
-non-numeric cell fails the run naming its row and column, and the output appears only
+the file. Every feature cell is checked against the version's schema before anything is
+written: a non-numeric number, an unknown category or an empty cell of a feature that had
+none in training fails the run naming its row, column and value, and the output appears only
 when the whole file has been scored (local: temporary name then rename; blob: staged
 blocks committed at the end).
 
@@ -39,6 +40,7 @@ import cli
 import settings
 import storage
 from registry import RegistryError
+from feature_schema import encode_columns, text_reason
 from score import ModelService, load_service
 
 log = logging.getLogger("batch_score")
@@ -215,6 +217,12 @@ def _scored_batches(reader, positions: list[int], service: ModelService, source_
         n = batch.num_rows
         if n == 0:
             continue
+        if not service.schema.plain_numbers:
+            matrix = _schema_matrix(batch, positions, service.schema, source_name, done)
+            predictions, scores = service.predict(matrix)
+            yield ScoredChunk(_with_outputs(batch, predictions, scores, version), matrix, predictions, scores, done + 1)
+            done += n
+            continue
         matrix = np.empty((n, len(positions)), dtype=np.float64, order="F")
         try:
             for j, pos in enumerate(positions):
@@ -222,16 +230,30 @@ def _scored_batches(reader, positions: list[int], service: ModelService, source_
             valid = bool(np.isfinite(matrix).all())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             valid = False
-        if not valid:
-            raise _first_bad_cell(batch, positions, service.features, source_name, done)
+        if not valid:  # name the first bad cell: the schema's general path says which and why
+            _schema_matrix(batch, positions, service.schema, source_name, done)
+            raise BatchError(f"{source_name}: cannot read the feature values after row {done}")
         predictions, scores = service.predict(matrix)
-        table = pa.Table.from_batches([batch]).append_column(
-            "prediction", pa.array(predictions)
-        ).append_column("score", pa.array(scores)).append_column(
-            "model_version", pa.array(np.repeat(version, n))
-        )
-        yield ScoredChunk(table, matrix, predictions, scores, done + 1)
+        yield ScoredChunk(_with_outputs(batch, predictions, scores, version), matrix, predictions, scores, done + 1)
         done += n
+
+
+def _with_outputs(batch, predictions: np.ndarray, scores: np.ndarray, version: np.ndarray):
+    """The chunk's input columns as read, then prediction, score and model_version."""
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch]).append_column("prediction", pa.array(predictions)).append_column(
+        "score", pa.array(scores)).append_column("model_version", pa.array(np.repeat(version, batch.num_rows)))
+
+
+def _schema_matrix(batch, positions: list[int], schema, source_name: str, done: int) -> np.ndarray:
+    """The schema's encoding of a chunk, or the BatchRowError for its first cell the schema refuses."""
+    matrix, bad = encode_columns(schema, [batch.column(pos) for pos in positions])
+    if bad is not None:
+        index, j = bad
+        text = batch.column(positions[j])[index].as_py()
+        raise BatchRowError(source_name, done + index + 1, schema.names[j], text, text_reason(schema.features[j], text))
+    return matrix
 
 
 def _to_float(column) -> np.ndarray:
@@ -243,61 +265,6 @@ def _to_float(column) -> np.ndarray:
         return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:  # the fast path failed: try again without surrounding spaces
         return pc.cast(pc.utf8_trim_whitespace(column), pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def _parses(column) -> bool:
-    """Every cell of a text column is a finite number."""
-    import pyarrow as pa
-
-    try:
-        values = _to_float(column)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-    return bool(np.isfinite(values).all())
-
-
-def _first_bad_cell(batch, positions: list[int], features: list[str], source_name: str, done: int) -> "BatchRowError":
-    """The error for the chunk's first bad cell (earliest row, then the model's feature order)."""
-    found: tuple[int, int] | None = None
-    for j, pos in enumerate(positions):
-        column = batch.column(pos)
-        limit = len(column) if found is None else found[0] + 1
-        if _parses(column.slice(0, limit)):
-            continue
-        lo, hi = 0, limit  # the shortest bad prefix has length in (lo, hi]
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if _parses(column.slice(0, mid)):
-                lo = mid
-            else:
-                hi = mid
-        if found is None or hi - 1 < found[0]:
-            found = (hi - 1, j)
-    assert found is not None
-    index, j = found
-    value = batch.column(positions[j])[index].as_py()
-    expected = "a finite number" if _is_number(value) else "a number"
-    return _cell_error(source_name, done + index + 1, features[j], value, expected)
-
-
-def _is_number(value: str) -> bool:
-    """The text parses as a number (finite or not)."""
-    import pyarrow as pa
-
-    try:
-        _to_float(pa.array([value], pa.string()))
-        return True
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-
-
-def _cell_error(source: str, row: int, column: str, value: str, expected: str) -> BatchRowError:
-    if value is None or value == "":
-        reason = "empty value, expected a number"
-    else:
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        reason = f"expected {expected}, got {shown!r}"
-    return BatchRowError(source, row, column, value, reason)
 
 
 # ----- writing -------------------------------------------------------------------------------
@@ -357,10 +324,10 @@ def score_stream(source: BinaryIO, sink: BinaryIO, service: ModelService, *,
     progress = _Progress(source, source_name, total_bytes)
     names, chunks = open_scored(source, service, source_name=source_name, block_size=block_size)
     sink.write(_header_line(names + list(OUTPUT_COLUMNS)))
-    # Text cells that may need quoting: the pass-through columns that are not features, and
+    # Text cells that may need quoting: the pass-through columns and category features, and
     # model_version. Features parsed as numbers cannot hold a comma, a quote or a newline.
-    features = set(service.features)
-    text_columns = [i for i, n in enumerate(names) if n not in features] + [len(names) + 2]
+    numbers = {f.name for f in service.schema.features if not f.is_category}
+    text_columns = [i for i, n in enumerate(names) if n not in numbers] + [len(names) + 2]
     for chunk in chunks:
         if on_chunk is not None:
             on_chunk(chunk.matrix, chunk.scores)
@@ -432,7 +399,9 @@ def run(mini_batch: list[str]):
         if not chunks:
             continue
         frame = pa.concat_tables([c.table for c in chunks]).to_pandas()
-        frame[_service.features] = np.vstack([c.matrix for c in chunks])
+        # Numbers as numbers; category cells keep their text (the matrix holds their codes).
+        numbers = [j for j, f in enumerate(_service.schema.features) if not f.is_category]
+        frame[[_service.features[j] for j in numbers]] = np.vstack([c.matrix[:, numbers] for c in chunks])
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=[*_service.features, *OUTPUT_COLUMNS])

@@ -242,3 +242,75 @@ def openapi_property(feature: Feature) -> dict[str, Any]:
             prop = {"type": ["string", "null"], "enum": [*feature.categories, None]}
         return prop
     return {"type": ["number", "null"]} if feature.nullable else {"type": "number"}
+
+
+# ----- CSV text (the batch scorer reads every cell as text with pyarrow) -----------------------
+def encode_text(feature: Feature, column: Any) -> tuple[Any, Any]:
+    """A pyarrow text column -> (float64 encoding, mask of cells the feature does not allow).
+
+    Numbers may have spaces around them; an empty cell is NaN when the feature is nullable;
+    a category must be one of the training categories exactly.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if feature.is_category:
+        empty = pc.equal(column, "").to_numpy(zero_copy_only=False)
+        codes = pc.index_in(column, value_set=pa.array(feature.categories, pa.string()))
+        values = pc.cast(codes, pa.float64()).to_numpy(zero_copy_only=False)
+    else:
+        trimmed = pc.utf8_trim_whitespace(column)
+        empty = pc.equal(trimmed, "").to_numpy(zero_copy_only=False)
+        blanked = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+        try:
+            values = pc.cast(blanked, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a bad cell somewhere: cell by cell
+            values = np.array([_arrow_float(cell) for cell in blanked.to_pylist()], dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if feature.nullable:
+        bad &= ~empty
+    return values, bad
+
+
+def encode_columns(schema: Schema, columns: Sequence[Any]) -> tuple[Any, tuple[int, int] | None]:
+    """Text columns in feature order -> (float64 matrix, (row, feature index) of the first cell
+    the schema refuses, earliest row then feature order; None when every cell is allowed)."""
+    import numpy as np
+
+    matrix = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float64, order="F")
+    first: tuple[int, int] | None = None
+    for j, (feature, column) in enumerate(zip(schema.features, columns)):
+        matrix[:, j], bad = encode_text(feature, column)
+        if bad.any() and (first is None or int(bad.argmax()) < first[0]):
+            first = (int(bad.argmax()), j)
+    return matrix, first
+
+
+def _arrow_float(text: str | None) -> float:
+    """One cell as pyarrow parses it; NaN when it does not (or when empty)."""
+    parsed = _arrow_parse(text)
+    return math.nan if parsed is None else parsed
+
+
+def _arrow_parse(text: str | None) -> float | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if text is None:
+        return None
+    try:
+        return pc.cast(pa.array([text], pa.string()), pa.float64())[0].as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def text_reason(feature: Feature, text: str | None) -> str:
+    """Why a CSV cell is not allowed for the feature (the cell as written)."""
+    if not text:
+        return f"empty value, expected {feature.allowed() if feature.is_category else 'a number'}"
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if feature.is_category:
+        return f"unknown category {shown!r}; expected {feature.allowed()}"
+    expected = "a number" if _arrow_parse(text.strip()) is None else "a finite number"
+    return f"expected {expected}, got {shown!r}"

@@ -275,3 +275,90 @@ def test_cli_by_date_uses_the_zones(trained_registry, tmp_path, monkeypatch, cap
     assert (tmp_path / "curated" / "predictions_20261126.csv").is_file()
     assert batch_score.main(["--date", "../etc"]) == 1
     assert "invalid date '../etc'" in capsys.readouterr().err
+
+
+# ----- the version's schema: categories and empty cells ----------------------------------------
+def _credit_raw(tmp_path: Path, rows: int = 120) -> Path:
+    from conftest import CREDIT_CSV
+
+    text = CREDIT_CSV.read_text(encoding="utf-8").splitlines()
+    header = text[0].split(",")
+    frame = pd.read_csv(CREDIT_CSV, nrows=rows, keep_default_na=False).drop(columns=["creditability"])
+    frame.insert(0, "application_id", [f"A{i:04d}" for i in range(rows)])
+    assert header[-1] == "creditability"
+    frame.to_csv(tmp_path / "credit.csv", index=False)
+    return tmp_path / "credit.csv"
+
+
+def test_credit_file_scores_as_the_api_and_keeps_its_text(credit_registry, tmp_path):
+    from score import ModelService
+
+    service = ModelService.from_registry(credit_registry)
+    raw = _credit_raw(tmp_path)
+    summary = batch_score.score_file(raw, tmp_path / "out.csv", service)
+    assert summary.row_count == 120 and summary.model_version == "v001"
+    import csv
+
+    with open(raw, newline="", encoding="utf-8") as a, open(tmp_path / "out.csv", newline="", encoding="utf-8") as b:
+        source_rows, out_rows = list(csv.reader(a)), list(csv.reader(b))
+    assert out_rows[0] == source_rows[0] + ["prediction", "score", "model_version"]
+    # every input cell as written (as text), the category values with commas included
+    assert [row[:-3] for row in out_rows[1:]] == source_rows[1:]
+    assert out_rows[1][-4] == "yes" and out_rows[1][-5] == "yes, registered under the customers name"
+    records = pd.read_csv(raw, keep_default_na=False).drop(columns=["application_id"]).to_dict("records")
+    records = [{k: (float(v) if not isinstance(v, str) else v) for k, v in r.items()} for r in records]
+    expected = [r["probability"] for r in service.score_payload({"records": records})["results"]]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["score"], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("purpose", "boat", "unknown category 'boat'; expected one of \"business\", \"car (new)\", \"car (used)\", "
+     "\"domestic appliances\", \"education\", \"furniture/equipment\", \"others\", \"radio/television\", "
+     "\"repairs\", \"retraining\""),
+    ("housing", "", 'empty value, expected one of "for free", "own", "rent"'),
+    ("housing", " own", "unknown category ' own'; expected one of \"for free\", \"own\", \"rent\""),
+    ("age_in_years", "", "empty value, expected a number"),
+    ("age_in_years", "old", "expected a number, got 'old'"),
+])
+def test_credit_bad_cells_name_row_column_and_value(credit_registry, tmp_path, column, value, reason):
+    from score import ModelService
+
+    import csv
+
+    raw = _credit_raw(tmp_path)
+    with open(raw, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    rows[37][rows[0].index(column)] = value
+    with open(raw, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    with pytest.raises(BatchRowError) as err:
+        batch_score.score_file(raw, tmp_path / "out.csv", ModelService.from_registry(credit_registry))
+    assert str(err.value) == f"{raw}: row 37 (file line 38), column {column!r}: {reason}"
+    assert err.value.value == value and not (tmp_path / "out.csv").exists()
+
+
+def test_empty_cells_pass_for_nullable_features(gappy_registry, tmp_path):
+    from score import ModelService
+
+    service = ModelService.from_registry(gappy_registry)
+    raw = tmp_path / "gappy_raw.csv"
+    raw.write_text("grade,channel,region,income,note\n3,,west,,a\n1,web,north,61.5,\"b, c\"\n", encoding="utf-8")
+    batch_score.score_file(raw, tmp_path / "out.csv", service)
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False, dtype=str)
+    assert out.iloc[:, :5].values.tolist() == [["3", "", "west", "", "a"], ["1", "web", "north", "61.5", "b, c"]]
+    records = [{"income": None, "region": "west", "channel": None, "grade": "3"},
+               {"income": 61.5, "region": "north", "channel": "web", "grade": "1"}]
+    expected = [r["probability"] for r in service.score_payload({"records": records})["results"]]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["score"], expected, rtol=0, atol=1e-12)
+    raw.write_text("grade,channel,region,income\n3,,,1.0\n", encoding="utf-8")
+    with pytest.raises(BatchRowError, match=r"row 1 \(file line 2\), column 'region': empty value, expected one of"):
+        batch_score.score_file(raw, tmp_path / "out.csv", service)
+
+
+def test_azure_batch_run_keeps_category_text(credit_registry, tmp_path, monkeypatch):
+    from score import ModelService
+
+    monkeypatch.setattr(batch_score, "_service", ModelService.from_registry(credit_registry))
+    frame = batch_score.run([str(_credit_raw(tmp_path, rows=5))])
+    assert frame["housing"].tolist()[:2] == ["own", "own"] and frame["age_in_years"].tolist()[:2] == [67.0, 22.0]
+    assert list(frame.columns[-3:]) == ["prediction", "score", "model_version"]
