@@ -177,3 +177,32 @@ def compare_column(reference: dict[str, Any], counts: np.ndarray, sample: np.nda
         out["ks_statistic"] = float(test.statistic)
         out["ks_pvalue"] = float(test.pvalue)
     return out
+
+
+def pearsons_chi_squared_test(reference: Sequence[float], production: Sequence[float]) -> float:
+    """The p-value of Pearson's chi-squared test that two category count vectors come from one
+    distribution (a 2 x categories contingency table; categories neither side has are left out)."""
+    from scipy.stats import chi2_contingency
+
+    table = np.array([reference, production], dtype=np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return float("nan") if (table.sum(axis=1) == 0).any() else 1.0
+    return float(chi2_contingency(table, correction=False).pvalue)
+
+
+def compare_categories(reference: dict[str, Any], counts: np.ndarray) -> dict[str, float]:
+    """The drift metrics of one category feature: its category counts against its profile
+    (PSI and Jensen-Shannon distance over the categories, Pearson's chi-squared p-value)."""
+    nan = float("nan")
+    ref_counts = np.asarray(reference["category_counts"], dtype=np.float64)
+    has_counts = int(np.sum(counts)) > 0
+    return {
+        "population_stability_index": population_stability_index(ref_counts, counts) if has_counts else nan,
+        "normalized_wasserstein_distance": nan,
+        "jensen_shannon_distance": jensen_shannon_distance(ref_counts, counts) if has_counts else nan,
+        "pearsons_chi_squared_test": pearsons_chi_squared_test(ref_counts, counts) if has_counts else nan,
+        "ks_statistic": nan,
+        "ks_pvalue": nan,
+        "reference_mean": nan,
+    }

@@ -11,8 +11,14 @@ quality signals). A helper module: it imports no stage script. Three modules sha
   chunk and `result()` returns the per-feature table and the run summary that goes into the
   run log; `DriftMonitor` wires that into the pipeline; the drift table on disk.
 
-Metric names are Azure's; data quality: null_value_rate and out_of_bounds_rate. Every name
-of the two other modules is also reachable as monitoring.<name>, so callers import one module.
+Metric names are Azure's. Number features: population_stability_index over quantile bins,
+normalized_wasserstein_distance, jensen_shannon_distance, two_sample_kolmogorov_smirnov_test.
+Category features (their matrix columns hold the schema's category codes): the PSI and the
+Jensen-Shannon distance over the categories and pearsons_chi_squared_test (its p-value,
+which then plays the KS test's part in the significance rule). Data quality for every
+feature: null_value_rate, data_type_error_rate and out_of_bounds_rate (for a category, the
+share of values not seen in training). Every name of the two other modules is also
+reachable as monitoring.<name>, so callers import one module.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import numpy as np
 
 import fileio
 from drift_metrics import (  # noqa: F401  (re-exported: monitoring is the one import for callers)
-    LEVELS, PSI_EPSILON, MonitoringError, Thresholds, bin_counts, compare_column, jensen_shannon_distance,
-    normalized_wasserstein_distance, population_stability_index,
+    LEVELS, PSI_EPSILON, MonitoringError, Thresholds, bin_counts, compare_categories, compare_column,
+    jensen_shannon_distance, normalized_wasserstein_distance, pearsons_chi_squared_test, population_stability_index,
 )
 from drift_profile import (  # noqa: F401  (re-exported)
     DEFAULT_BINS, PROFILE_FILE, PROFILE_SCHEMA, REFERENCE_SAMPLE_MAX, SCORE_HISTOGRAM_BINS, build_profile,
+    category_counts,
     load_profile, load_reference_profile, profile_column, quantile_edges, reference_sample, write_profile,
 )
 
@@ -47,12 +54,15 @@ RESERVOIR_SIZE = 20000
 TABLE_COLUMNS = (
     "signal",
     "feature",
+    "type",  # number, category, or score
     "population_stability_index",
     "normalized_wasserstein_distance",
     "jensen_shannon_distance",
+    "pearsons_chi_squared_test",  # its p-value (category features)
     "ks_statistic",
     "ks_pvalue",
     "null_value_rate",
+    "data_type_error_rate",
     "out_of_bounds_rate",
     "reference_mean",
     "production_mean",
@@ -155,6 +165,9 @@ class DriftAccumulator:
         self._nulls = np.zeros(width, dtype=np.int64)
         self._oob = np.zeros(width, dtype=np.int64)
         self._sum = np.zeros(width, dtype=np.float64)
+        # Category features (their matrix columns hold category codes): counts per category.
+        self._categories = {i: len(c["categories"]) for i, c in enumerate(columns) if c.get("type") == "category"}
+        self._category_counts = {i: np.zeros(size, dtype=np.int64) for i, size in self._categories.items()}
         self.rows = 0
         rng = np.random.default_rng(seed)
         self._reservoir = _Reservoir(width, reservoir_size, rng)
@@ -187,6 +200,8 @@ class DriftAccumulator:
         self._count_matrix += self._bin_all(matrix if finite.all() else np.where(finite, matrix, np.nan),
                                             finite.sum(axis=0))
         self._reservoir.add(matrix)
+        for i, size in self._categories.items():
+            self._category_counts[i] += category_counts(matrix[:, i], size)
         self.rows += matrix.shape[0]
         if scores is not None:
             ok = scores[np.isfinite(scores)]
@@ -221,20 +236,29 @@ class DriftAccumulator:
         table: list[dict[str, Any]] = []
         for i, name in enumerate(self.features):
             ref = self.profile["columns"][name]
-            row = {"signal": "data_drift", "feature": name,
-                   **compare_column(ref, self._count_matrix[i, :len(self._edges[i]) + 1], sample[:, i])}
+            if i in self._categories:
+                row = {"signal": "data_drift", "feature": name, "type": "category",
+                       **compare_categories(ref, self._category_counts[i])}
+            else:
+                row = {"signal": "data_drift", "feature": name, "type": "number", "pearsons_chi_squared_test": float("nan"),
+                       **compare_column(ref, self._count_matrix[i, :len(self._edges[i]) + 1], sample[:, i])}
             valid = self.rows - int(self._nulls[i])
             row["null_value_rate"] = self._nulls[i] / self.rows if self.rows else float("nan")
+            # Rows of the wrong type fail the batch run before it is monitored: a scored run has none.
+            row["data_type_error_rate"] = 0.0 if self.rows else float("nan")
+            # For a category: the share of values not seen in training (codes outside its list).
             row["out_of_bounds_rate"] = self._oob[i] / valid if valid else float("nan")
-            row["production_mean"] = self._sum[i] / valid if valid else float("nan")
+            row["production_mean"] = (self._sum[i] / valid if valid else float("nan")) if i not in self._categories else float("nan")
             row["level"] = self._level(row, width)
             table.append(row)
         score_psi = float("nan")
         score_ref = self.profile.get("score")
         if score_ref and self._score_counts is not None and self._score_counts.sum():
-            row = {"signal": "prediction_drift", "feature": "score",
+            row = {"signal": "prediction_drift", "feature": "score", "type": "score",
+                   "pearsons_chi_squared_test": float("nan"),
                    **compare_column(score_ref, self._score_counts, self._score_reservoir.values()[:, 0])}
             row["null_value_rate"] = float("nan")
+            row["data_type_error_rate"] = float("nan")
             row["out_of_bounds_rate"] = float("nan")
             row["production_mean"] = self._score_sum / self._score_rows
             row["level"] = self._level(row, 1)
@@ -270,7 +294,8 @@ class DriftAccumulator:
     def _level(self, row: dict[str, Any], tests: int) -> str:
         """alert / warn / ok for one table row (see the module docstring)."""
         th = self.thresholds
-        if not th.significant(row["ks_pvalue"], tests):
+        pvalue = row["ks_pvalue"] if row.get("type") != "category" else row["pearsons_chi_squared_test"]
+        if not th.significant(pvalue, tests):
             return "ok"
         psi = row["population_stability_index"]
         nwd = row["normalized_wasserstein_distance"]
@@ -382,7 +407,7 @@ def read_drift_table(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(handle):
             parsed: dict[str, Any] = {}
             for key, value in row.items():
-                if key in ("signal", "feature", "level"):
+                if key in ("signal", "feature", "type", "level"):
                     parsed[key] = value
                 else:
                     parsed[key] = float(value) if value not in ("", None) else float("nan")

@@ -86,3 +86,47 @@ def test_cli_range_and_errors(tmp_path, capsys, monkeypatch):
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
     assert gen.main(["--date", "../x"]) == 1
     assert capsys.readouterr().err == "error: invalid date '../x': expected YYYY-MM-DD, for example 2026-11-26\n"
+
+
+# ----- any table: categories, gaps ---------------------------------------------------------------
+def test_any_table_numbers_categories_and_gaps_at_the_sources_rate(tmp_path):
+    from conftest import make_gappy_table
+
+    source_path = make_gappy_table(tmp_path / "gappy.csv", rows=400)
+    store = storage.LocalStorage(tmp_path / "raw", tmp_path / "c")
+    gen.generate([DAY], rows=4000, store=store, data=source_path, target="status", categorical=["grade"])
+    source = pd.read_csv(source_path, keep_default_na=False, na_values=[""])
+    out = pd.read_csv(tmp_path / "raw" / "new_data_20261126.csv", keep_default_na=False, na_values=[""],
+                      dtype={"grade": str})
+    assert list(out.columns) == ["account_id", "income", "region", "channel", "grade"]
+    for column in ("income", "channel"):
+        assert out[column].isna().mean() == pytest.approx(source[column].isna().mean(), abs=0.02)
+    assert out["region"].notna().all() and set(out["grade"]) == {"1", "2", "3"}
+    shares = out["region"].value_counts(normalize=True)
+    expected = source["region"].value_counts(normalize=True)
+    assert (shares - expected).abs().max() < 0.03
+    assert abs(out["income"].mean() - source["income"].mean()) < 0.3 * source["income"].std()
+
+
+def test_drift_reverses_category_frequencies(tmp_path):
+    from conftest import CREDIT_CSV
+
+    store = storage.LocalStorage(tmp_path / "raw", tmp_path / "c")
+    gen.generate([DAY], rows=3000, store=store, data=CREDIT_CSV, target="creditability", drift=1.0,
+                 drift_features=["purpose", "credit_amount"], seed=3)
+    out = pd.read_csv(tmp_path / "raw" / "new_data_20261126.csv")
+    source = pd.read_csv(CREDIT_CSV)
+    assert "creditability" not in out.columns and len(out.columns) == 21
+    # half the purpose values redrawn from the reversed frequencies: the rarest gains most
+    assert (out["purpose"] == "retraining").mean() == pytest.approx(0.5 * 0.009 + 0.5 * 0.28, abs=0.03)
+    assert (out["housing"].value_counts(normalize=True) - source["housing"].value_counts(normalize=True)).abs().max() < 0.03
+    assert (out["credit_amount"].mean() - source["credit_amount"].mean()) / source["credit_amount"].std() == pytest.approx(1.0, abs=0.15)
+    assert (out["age_in_years"] == out["age_in_years"].round()).all()  # whole-number columns stay whole
+
+
+def test_cli_data_and_target_for_credit(tmp_path):
+    run = run_script("generate_raw_data.py", "--date", "2026-11-26", "--rows", "5", "--data", "data/german_credit.csv",
+                     "--target", "creditability", env={"RAW_DIR": str(tmp_path / "raw")})
+    assert run.returncode == 0, run.stderr
+    lines = (tmp_path / "raw" / "new_data_20261126.csv").read_text().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("account_id,status_of_existing_checking_account,duration_in_month,")

@@ -443,3 +443,61 @@ def test_an_unwritable_drift_table_still_logs_the_summary(zones, trained_registr
     run = _runs()["2026-11-25"]
     assert run["status"] == "success" and run["drift_flag"] == "false"
     assert "cannot write the drift table" in caplog.text
+
+
+# ----- category features (credit data) -----------------------------------------------------------
+def test_credit_profile_keeps_category_frequencies(credit_registry):
+    profile = json.loads((credit_registry / "model_v001" / "reference_profile.json").read_text())
+    housing = profile["columns"]["housing"]
+    assert housing["type"] == "category" and housing["categories"] == ["for free", "own", "rent"]
+    assert sum(housing["category_counts"]) == 800 and housing["category_proportions"] == pytest.approx(
+        [c / 800 for c in housing["category_counts"]])
+    assert profile["columns"]["age_in_years"]["type"] == "number"
+
+
+def test_category_metrics_in_the_credit_pipeline(zones, credit_registry, capsys):
+    import datetime as dt
+
+    import generate_raw_data
+    import pipeline_run_batch
+    from scipy.stats import chi2_contingency
+
+    for day, drift in (("2026-11-24", 0.0), ("2026-11-25", 2.0)):
+        generate_raw_data.generate([dt.date.fromisoformat(day)], rows=400, drift=drift, data=monitoring_credit_csv(),
+                                   target="creditability", drift_features=["purpose"])
+    code = pipeline_run_batch.main(["--start", "2026-11-24", "--end", "2026-11-25",
+                                    "--registry-dir", str(credit_registry)])
+    assert code == 0, capsys.readouterr().err
+    clean = monitoring.read_drift_table(monitoring.drift_table_path(zones / "logs", "20261124"))
+    drifted = monitoring.read_drift_table(monitoring.drift_table_path(zones / "logs", "20261125"))
+    assert [r["type"] for r in clean[:3]] == ["category", "number", "category"] and clean[-1]["type"] == "score"
+    assert len(clean) == 21 and not [r["feature"] for r in clean[:-1] if r["level"] != "ok"]
+    by_name = {r["feature"]: r for r in drifted}
+    purpose = by_name["purpose"]
+    assert purpose["level"] == "alert" and purpose["pearsons_chi_squared_test"] < 1e-10
+    assert purpose["population_stability_index"] > 1 and 0.3 < purpose["jensen_shannon_distance"] <= 1
+    assert math.isnan(purpose["normalized_wasserstein_distance"]) and math.isnan(purpose["ks_pvalue"])
+    assert purpose["null_value_rate"] == purpose["data_type_error_rate"] == purpose["out_of_bounds_rate"] == 0.0
+    assert by_name["housing"]["level"] == "ok" and by_name["housing"]["pearsons_chi_squared_test"] > 1e-4
+    # the chi-squared p-value is the test of the two count vectors
+    profile = json.loads((credit_registry / "model_v001" / "reference_profile.json").read_text())
+    import pandas as pd
+
+    raw = pd.read_csv(zones / "raw" / "new_data_20261125.csv")
+    categories = profile["columns"]["housing"]["categories"]
+    counts = [int((raw["housing"] == c).sum()) for c in categories]
+    expected = chi2_contingency([profile["columns"]["housing"]["category_counts"], counts], correction=False).pvalue
+    assert by_name["housing"]["pearsons_chi_squared_test"] == pytest.approx(expected, rel=1e-5)
+    assert by_name["age_in_years"]["type"] == "number" and not math.isnan(by_name["age_in_years"]["ks_pvalue"])
+
+
+def monitoring_credit_csv():
+    from conftest import CREDIT_CSV
+
+    return CREDIT_CSV
+
+
+def test_chi_squared_edge_cases():
+    assert monitoring.pearsons_chi_squared_test([5, 0], [7, 0]) == 1.0  # one category on both sides
+    assert math.isnan(monitoring.pearsons_chi_squared_test([5, 3], [0, 0]))
+    assert monitoring.pearsons_chi_squared_test([50, 50], [50, 50]) == pytest.approx(1.0)
