@@ -266,9 +266,9 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 
 # ----- the HTML report ---------------------------------------------------------------------------
-TOP_COLUMNS = (("feature", "feature", ""), ("psi", "PSI", ".3f"), ("nwd", "norm. Wasserstein", ".3f"),
-               ("ks", "KS p-value", ".2g"), ("ref", "training mean", ".4g"), ("prod", "run mean", ".4g"),
-               ("level", "level", ""))
+TOP_COLUMNS = (("feature", "feature", ""), ("type", "type", ""), ("psi", "PSI", ".3f"),
+               ("nwd", "norm. Wasserstein", ".3f"), ("ks", "KS p-value", ".2g"), ("chi2", "chi-squared p-value", ".2g"),
+               ("ref", "training mean", ".4g"), ("prod", "run mean", ".4g"), ("level", "level", ""))
 
 
 @functools.lru_cache(maxsize=1)
@@ -286,8 +286,9 @@ def _top_features(drift_rows: Sequence[dict[str, Any]], limit: int = 8) -> list[
     """The features with the largest PSI, as rows of the report's "Largest shifts" table."""
     features = [r for r in drift_rows if r["signal"] == "data_drift"]
     features.sort(key=lambda r: 0 if math.isnan(r["population_stability_index"]) else -r["population_stability_index"])
-    return [{"feature": r["feature"], "psi": r["population_stability_index"],
+    return [{"feature": r["feature"], "type": r.get("type") or "number", "psi": r["population_stability_index"],
              "nwd": r["normalized_wasserstein_distance"], "ks": r["ks_pvalue"],
+             "chi2": r.get("pearsons_chi_squared_test", math.nan),
              "ref": r["reference_mean"], "prod": r["production_mean"], "level": r["level"]}
             for r in features[:limit]]
 
@@ -334,6 +335,34 @@ def reference_scores(registry_dir: Path | None, version: str) -> dict[str, Any] 
     return profile.get("score") if profile else None
 
 
+def category_counts_in_file(store, name: str, feature: str) -> dict[str, int]:
+    """Rows per value of one column of a curated predictions file (its text as written)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    with store.open_curated(name) as handle:
+        table = pacsv.read_csv(handle, convert_options=pacsv.ConvertOptions(
+            include_columns=[feature], column_types={feature: pa.string()}, strings_can_be_null=False))
+    return {item["values"]: int(item["counts"]) for item in pc.value_counts(table.column(feature)).to_pylist()}
+
+
+def chart_top_category(store, latest: DayStats, drift_table: Sequence[dict[str, Any]], registry_dir: Path | None,
+                       path: Path) -> bytes | None:
+    """The shares chart of the latest run's most drifted category feature (largest PSI), or None."""
+    rows = [r for r in drift_table if r.get("type") == "category" and not math.isnan(r["population_stability_index"])]
+    profile = monitoring.load_reference_profile(registry_dir, latest.model_version) if rows else None
+    if not rows or not profile:
+        return None
+    top = max(rows, key=lambda r: r["population_stability_index"])
+    reference = profile["columns"].get(top["feature"], {})
+    if reference.get("type") != "category":
+        return None
+    counts = category_counts_in_file(store, latest.name, top["feature"])
+    return charts.chart_category_shares(top["feature"], reference["categories"], reference["category_proportions"],
+                                        counts, f"{latest.date:%b %d} ({latest.rows} rows)", path)
+
+
 def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, medium: float = 0.3,
             high: float = 0.7, reports_dir: Path | None = None, logs_dir: Path | None = None,
             registry_dir: Path | None = None, monitor_thresholds: monitoring.Thresholds | None = None) -> Report:
@@ -378,6 +407,9 @@ def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, 
                                   f"PSI per feature, run of {latest.date:%b %d}", files["psi_png"])
     else:
         del files["psi_png"]
+    images["categories"] = chart_top_category(store, latest, drift_table, registry_dir, out / "category_shares.png")
+    if images["categories"] is not None:
+        files["categories_png"] = out / "category_shares.png"
     write_csv(files["buckets_csv"], buckets, [c for c, _, _ in BUCKET_COLUMNS])
     write_csv(files["trend_csv"], trend, ["date", "rows", "mean_score", "high_share", "model_version", "drift",
                                           "max_psi", "max_psi_feature", "drifted_features"])

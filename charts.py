@@ -142,7 +142,8 @@ def chart_psi(table: Sequence[dict[str, Any]], thresholds: dict[str, float], tit
         if row["level"] in ("warn", "alert") or value >= thresholds["warn"]:
             ax.text(value * 1.08, yi, f"{row['population_stability_index']:.2f}", va="center", fontsize=8,
                     color=COLORS["ink"])
-    ax.set_yticks(y, [r["feature"] for r in rows], fontsize=8.5)
+    ax.set_yticks(y, [r["feature"] + (" (category)" if r.get("type") == "category" else "") for r in rows],
+                  fontsize=8.5)
     for key in ("warn", "alert"):
         ax.axvline(thresholds[key], color=LEVEL_COLORS[key], linestyle="--", linewidth=1.3, zorder=4)
         ax.text(thresholds[key], len(rows) - 0.2, f" {key} {thresholds[key]:g}", color=LEVEL_COLORS[key],
@@ -181,3 +182,27 @@ def chart_distribution(latest: Any, reference: dict[str, Any] | None, path: Path
     plt.close(fig)
     return data
 
+
+
+def chart_category_shares(feature: str, categories: Sequence[str], reference: Sequence[float],
+                          run_counts: dict[str, int], label: str, path: Path) -> bytes:
+    """One category feature's shares: training against the run, a pair of bars per category."""
+    plt = _pyplot()
+    total = max(sum(run_counts.values()), 1)
+    run = [run_counts.get(c, 0) / total for c in categories]
+    order = np.argsort(np.maximum(np.asarray(reference, dtype=float), run))[::-1]
+    names = [categories[i] for i in order]
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, max(3.2, 0.42 * len(names) + 1.2)))
+    y = np.arange(len(names))
+    ax.barh(y - 0.19, [reference[i] for i in order], height=0.38, color=COLORS["reference"], label="training", zorder=3)
+    ax.barh(y + 0.19, [run[i] for i in order], height=0.38, color=COLORS["accent"], label=label, zorder=3)
+    ax.set_yticks(y, [n if len(n) <= 48 else n[:45] + "..." for n in names], fontsize=8.5)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("share of rows")
+    ax.set_title(f"Category shares of {feature}: training vs run")
+    ax.legend(loc="lower right")
+    data = _save(fig, path)
+    plt.close(fig)
+    return data

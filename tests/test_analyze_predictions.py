@@ -312,3 +312,34 @@ def test_cli_reads_the_curated_container_on_blob_storage(blob_connection, zones,
     assert [line.split()[5] for line in run.stdout.splitlines()[7:9]] == ["-", "-"]  # the log's runs were local
     local = run_script("analyze_predictions.py", env=env)  # the local zone is empty
     assert local.returncode == 1 and "no prediction files" in local.stderr
+
+
+# ----- category features (credit data) -----------------------------------------------------------
+def test_credit_report_shows_category_drift_and_the_most_drifted_categorys_shares(tmp_path, monkeypatch,
+                                                                                  credit_registry, capsys):
+    import generate_raw_data
+    import pipeline_run_batch
+    from conftest import CREDIT_CSV
+
+    for name, var in (("raw", "RAW_DIR"), ("curated", "CURATED_DIR"), ("logs", "LOGS_DIR")):
+        monkeypatch.setenv(var, str(tmp_path / name))
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    for day, drift in (("2026-11-24", 0.0), ("2026-11-25", 1.5)):
+        generate_raw_data.generate([dt.date.fromisoformat(day)], rows=300, drift=drift, data=CREDIT_CSV,
+                                   target="creditability", drift_features=["purpose", "housing"])
+    assert pipeline_run_batch.main(["--start", "2026-11-24", "--end", "2026-11-25",
+                                    "--registry-dir", str(credit_registry)]) == 0, capsys.readouterr().err
+    report = ap.analyze(storage.LocalStorage(curated_dir=tmp_path / "curated"), logs_dir=tmp_path / "logs",
+                        reports_dir=tmp_path / "reports", registry_dir=credit_registry)
+    assert report.files["categories_png"].read_bytes().startswith(PNG_SIGNATURE)
+    types = {r["feature"]: r["type"] for r in report.drift_table}
+    assert types["purpose"] == "category" and types["age_in_years"] == "number" and types["score"] == "score"
+    top = max((r for r in report.drift_table if r["type"] == "category"), key=lambda r: r["population_stability_index"])
+    assert top["feature"] in ("purpose", "housing") and top["level"] == "alert"
+    html = report.files["html"].read_text(encoding="utf-8")
+    assert "Most drifted category feature" in html and "chi-squared p-value" in html
+    drift_csv = (tmp_path / "reports" / "drift_latest.csv").read_text().splitlines()
+    assert drift_csv[0].split(",")[:3] == ["signal", "feature", "type"]
+    counts = ap.category_counts_in_file(storage.LocalStorage(curated_dir=tmp_path / "curated"),
+                                        "predictions_20261125.csv", "housing")
+    assert sum(counts.values()) == 300 and set(counts) <= {"own", "rent", "for free"}
