@@ -125,6 +125,7 @@ async def model(request: Request) -> Response:
         return error(503, deployment.reason)
     note(request, model=service.version)
     return json_response({"model_version": service.version, "pinned": deployment.pinned is not None,
+                          "positive_class": service.positive_class, "feature_schema": service.schema.to_list(),
                           "metadata": service.metadata, "metrics": service.metrics},
                          headers={VERSION_HEADER: service.version})
 

@@ -6,12 +6,14 @@ pydantic models describe the contract, they are not on the request path.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from endpoint_settings import ENV_API_KEY
+from feature_schema import openapi_property
 from serving import NO_MODEL
 
 # One real row of the training data (row 0 of day1_breast_cancer.csv), for the docs.
@@ -71,6 +73,9 @@ class ReadyResponse(BaseModel):
 class ModelResponse(BaseModel):
     model_version: str
     pinned: bool = Field(description="true when a version is pinned rather than following latest")
+    positive_class: Any = Field(description="the target value whose probability is the score")
+    feature_schema: list[dict[str, Any]] = Field(
+        description='the features in order: {"name", "type": "number" | "category", "nullable", "categories"}')
     metadata: dict[str, Any]
     metrics: dict[str, Any]
 
@@ -81,9 +86,12 @@ NOT_READY = {"description": "no model is loaded (e.g. " + NO_MODEL + ")", "model
 SECURED = {"security": [{"apiKey": []}]}
 PREDICT_DOC: dict[str, Any] = dict(
     summary="Score records",
-    description='`{"records": [{feature: number, ...}, ...]}`: every feature of the model, finite '
-                "numbers only. Answers one result per record, in order, and the model version "
-                "(also in the `x-model-version` header).",
+    description='`{"records": [{feature: value, ...}, ...]}`: every feature of the served version, '
+                "a finite number or, for a category feature, one of its training categories as a "
+                "string; null only where the version allows it (the PredictRequest schema is the "
+                "served version's own). Answers one result per record, in order (`probability` is "
+                "that of the version's positive class), and the model version (also in the "
+                "`x-model-version` header).",
     response_model=PredictResponse,
     responses={
         400: {"description": "the body is not valid JSON", "model": ErrorResponse},
@@ -103,7 +111,53 @@ PREDICT_DOC: dict[str, Any] = dict(
 
 
 def openapi(app: FastAPI) -> dict[str, Any]:
-    """The app's schema (built once): FastAPI's, plus PredictRequest and the bearer key scheme."""
+    """The app's schema: FastAPI's, plus the bearer key scheme and PredictRequest generated from
+    the served version (so it follows a hot swap), with a real example row of its training data."""
+    base = _base_openapi(app)
+    serving = getattr(app.state, "serving", None)
+    service = serving.service_for(None)[1] if serving is not None else None
+    if service is None:
+        return base
+    cached = getattr(app.state, "openapi_for", None)
+    if cached is None or cached[0] is not service:
+        schema = copy.deepcopy(base)
+        example = example_record(service)
+        schema["components"]["schemas"]["PredictRequest"] = request_schema(service, example)
+        body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+        body["example"] = {"records": [example]}
+        app.state.openapi_for = cached = (service, schema)
+    return cached[1]
+
+
+def request_schema(service: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """PredictRequest for one served version: every feature required, typed by its schema."""
+    features = service.schema.features
+    record = {
+        "type": "object", "title": f"Record ({service.version})",
+        "properties": {f.name: openapi_property(f) for f in features},
+        "required": [f.name for f in features],
+        "additionalProperties": True,  # other fields are echoed back and ignored
+    }
+    return {
+        "title": "PredictRequest", "type": "object", "required": ["records"],
+        "properties": {"records": {"type": "array", "minItems": 1, "items": record, "title": "Records",
+                                   "description": "records to score (at most SCORING_MAX_RECORDS, default 10000)"}},
+        "examples": [{"records": [example]}],
+    }
+
+
+def example_record(service: Any) -> dict[str, Any]:
+    """A real row of the version's training data (as metadata.json keeps it), else the docs' own."""
+    example = service.metadata.get("input_example")
+    if isinstance(example, dict) and list(example) == service.features:
+        return example
+    if set(EXAMPLE_RECORD) == set(service.features):
+        return {name: EXAMPLE_RECORD[name] for name in service.features}
+    return {name: 0.0 for name in service.features}
+
+
+def _base_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the static PredictRequest and the key scheme (built once)."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
         components = schema.setdefault("components", {})

@@ -454,3 +454,72 @@ def test_a_request_keeps_the_service_it_was_given(registry):
     assert service.version == "v002"  # the request that took it finishes on it
     assert endpoint.service_for(None)[1].version == "v003"
     assert endpoint.deployments["default"] is deployment
+
+
+# ----- the served version's schema: categories, nulls, hot swap ---------------------------------
+def _register_from(root: Path, source_registry: Path, source: int = 1) -> int:
+    """Register into `root` a copy of a version of another registry (fast: no training)."""
+    src = Registry(source_registry).get(source)
+
+    def write(staging: Path) -> None:
+        for name in ("model.joblib", "metrics.json", "reference_profile.json"):
+            shutil.copy(src.path / name, staging / name)
+
+    metadata = {k: v for k, v in src.metadata.items() if k not in {"version", "registered_at", "model_sha256"}}
+    return Registry(root).register(write, metadata).version
+
+
+def _predict_schema(client) -> tuple[dict, dict]:
+    schema = client.get("/openapi.json").json()
+    request = schema["components"]["schemas"]["PredictRequest"]
+    example = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    return request, example
+
+
+def test_openapi_and_model_follow_the_credit_schema(serve, monkeypatch, credit_registry):
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(credit_registry))
+    with serve() as client:
+        request, example = _predict_schema(client)
+        record = request["properties"]["records"]["items"]
+        assert record["required"] == client.get("/model").json()["metadata"]["features"]
+        assert record["properties"]["housing"] == {"type": "string", "enum": ["for free", "own", "rent"]}
+        assert record["properties"]["age_in_years"] == {"type": "number"}
+        assert example == request["examples"][0]
+        assert example["records"][0]["housing"] in ("for free", "own", "rent")
+        scored = predict(client, example)
+        assert scored.status_code == 200 and 0 < scored.json()["results"][0]["probability"] < 1
+        info = client.get("/model").json()
+        assert info["positive_class"] == "bad" and len(info["feature_schema"]) == 20
+        assert info["feature_schema"][0]["type"] == "category"
+        bad = predict(client, {"records": [{**example["records"][0], "housing": "boat"}]})
+        assert bad.status_code == 422 and bad.json() == {
+            "detail": "record 0, feature 'housing': unknown category string \"boat\"; expected one of "
+                      "\"for free\", \"own\", \"rent\"", "record": 0, "feature": "housing"}
+        null = predict(client, {"records": [{**example["records"][0], "age_in_years": None}]})
+        assert null.status_code == 422 and null.json()["feature"] == "age_in_years"
+
+
+def test_nullable_features_accept_null_in_schema_and_scoring(serve, monkeypatch, gappy_registry):
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(gappy_registry))
+    with serve() as client:
+        request, _ = _predict_schema(client)
+        props = request["properties"]["records"]["items"]["properties"]
+        assert props["income"] == {"type": ["number", "null"]}
+        assert props["channel"] == {"type": ["string", "null"], "enum": ["branch", "phone", "web", None]}
+        assert props["grade"] == {"type": "string", "enum": ["1", "2", "3"]}
+        answer = predict(client, {"records": [{"income": None, "region": "west", "channel": None, "grade": "2"}]})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "v001"
+
+
+def test_hot_swap_to_another_schema_updates_openapi(serve, registry, credit_registry):
+    with serve() as client:
+        request, example = _predict_schema(client)
+        assert request["properties"]["records"]["items"]["properties"]["mean radius"] == {"type": "number"}
+        assert "purpose" not in example["records"][0]
+        _register_from(registry, credit_registry)
+        wait_until(lambda: client.get("/ready").json().get("model_version") == "v003", 30, "v003 to be served")
+        request, example = _predict_schema(client)
+        props = request["properties"]["records"]["items"]["properties"]
+        assert props["purpose"]["type"] == "string" and "radio/television" in props["purpose"]["enum"]
+        assert "mean radius" not in props and predict(client, example).status_code == 200
+        assert request["properties"]["records"]["items"]["title"] == "Record (v003)"
