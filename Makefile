@@ -56,6 +56,10 @@ azureml-serve: $(AZ_STAMP)
 demo: $(STAMP)
 	@bash scripts/demo.sh
 
+## Run the whole flow on the German credit data (categories, string target) in demo_credit/, apart from make demo
+demo-credit: $(STAMP)
+	@bash scripts/demo_credit.sh
+
 ## Run the batch pipeline and the analysis against Azure Blob Storage (Azurite from npm, started and stopped)
 demo-blob: $(STAMP) $(NODE_STAMP)
 	@bash scripts/demo_blob.sh
@@ -117,7 +121,7 @@ report-screenshot: $(STAMP)
 
 ## Remove generated data, models, runs and logs (keeps .venv)
 clean:
-	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv
+	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo demo-blob test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install demo demo-credit demo-blob test train registry mlflow-ui diagrams reliability azurite clean
