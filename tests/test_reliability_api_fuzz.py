@@ -297,3 +297,95 @@ def test_the_fuzzing_reached_the_required_volume(fuzz):
     """Runs last in this file: the total requests sent by the properties above."""
     assert fuzz.counts["requests"] >= min(TOTAL, 1000), fuzz.counts
     assert fuzz.counts["status_200"] > 0 and fuzz.counts["status_4xx"] > 0
+
+
+# ----- the categorical contract: category enums, nulls, wrong types, huge and unicode strings ----
+CATEGORICAL_EXAMPLES = max(20, TOTAL // 6)
+
+
+@pytest.fixture(scope="module", params=["credit", "gappy"])
+def table_fuzz(request, tmp_path_factory):
+    """An app serving a table model (German credit, or the small table with nullable features)."""
+    source = request.getfixturevalue(f"{request.param}_registry")
+    root = tmp_path_factory.mktemp(f"fuzz-{request.param}") / "registry"
+    shutil.copytree(source, root)
+    with TestClient(create_app(registry_dir=root, max_records=50, reload_seconds=60)) as client:
+        fuzz = Fuzz(client)
+        openapi = client.get("/openapi.json").json()
+        fuzz.properties = openapi["components"]["schemas"]["PredictRequest"]["properties"]["records"]["items"]["properties"]
+        yield fuzz
+
+
+def _allowed(prop: dict):
+    """Every value the published schema of one feature allows (numbers: a caller's range)."""
+    if "enum" in prop:
+        return st.sampled_from(prop["enum"])
+    nullable = isinstance(prop["type"], list) and "null" in prop["type"]
+    return finite | st.none() if nullable else finite
+
+
+huge_or_odd_text = st.one_of(
+    st.text(max_size=30), st.text(alphabet=st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF), max_size=20),
+    st.integers(min_value=1000, max_value=200_000).map(lambda n: "ü" * n), st.just(""), st.just(" own"),
+    st.just("\x00"), st.just("\ud800x"),
+)
+
+
+def test_table_model_records_the_schema_allows_are_scored(table_fuzz):
+    fuzz = table_fuzz
+
+    @settings(max_examples=CATEGORICAL_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=[Phase.explicit, Phase.generate])
+    @seed(SEED)
+    @given(data=st.data())
+    def run(data):
+        strategy = st.fixed_dictionaries({name: _allowed(prop) for name, prop in fuzz.properties.items()})
+        records = data.draw(st.lists(strategy, min_size=1, max_size=6), label="records")
+        response = fuzz.send("POST", "/predict", _dumps({"records": records}),
+                             {"content-type": "application/json"}, records)
+        assert response.status_code == 200, response.text
+        assert [r["input"] for r in response.json()["results"]] == records
+
+    run()
+    assert not fuzz.problems, fuzz.problems[:10]
+
+
+def test_table_model_bad_values_are_422_naming_record_and_feature(table_fuzz):
+    fuzz = table_fuzz
+    categories = [n for n, p in fuzz.properties.items() if "enum" in p]
+    numbers = [n for n, p in fuzz.properties.items() if "enum" not in p]
+    not_null = [n for n, p in fuzz.properties.items()
+                if not (isinstance(p["type"], list) and "null" in p["type"])]
+
+    @settings(max_examples=CATEGORICAL_EXAMPLES * 2, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @seed(SEED)
+    @given(data=st.data())
+    def run(data):
+        strategy = st.fixed_dictionaries({name: _allowed(prop) for name, prop in fuzz.properties.items()})
+        records = data.draw(st.lists(strategy, min_size=1, max_size=4), label="records")
+        bad = data.draw(st.integers(min_value=0, max_value=len(records) - 1), label="bad record")
+        how = data.draw(st.sampled_from(["unknown category", "wrong type for a category", "text for a number",
+                                         "null where not nullable"]))
+        if how == "unknown category":
+            feature = data.draw(st.sampled_from(categories))
+            value = data.draw(huge_or_odd_text.filter(lambda t: t not in fuzz.properties[feature]["enum"]))
+        elif how == "wrong type for a category":
+            feature = data.draw(st.sampled_from(categories))
+            value = data.draw(st.one_of(finite, st.booleans(), st.lists(st.text(max_size=3), max_size=2),
+                                        st.dictionaries(st.text(max_size=3), finite, max_size=2)))
+        elif how == "text for a number":
+            feature = data.draw(st.sampled_from(numbers))
+            value = data.draw(huge_or_odd_text)
+        else:
+            feature = data.draw(st.sampled_from(not_null))
+            value = None
+        records[bad][feature] = value
+        response = fuzz.send("POST", "/predict", _dumps({"records": records}), {"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        detail = response.json()
+        assert detail["record"] == bad and detail["feature"] == feature
+        assert detail["detail"].startswith(f"record {bad}, feature {feature!r}: ") and len(detail["detail"]) < 2000
+
+    run()
+    assert not fuzz.problems, fuzz.problems[:10]
