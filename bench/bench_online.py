@@ -13,8 +13,10 @@ servers started one at a time on free loopback ports:
                (the framework floor: no endpoint in this framework can be faster)
     in-process the scorer called directly (parse, validate, predict, encode; no HTTP)
 
-for 1-record and 100-record requests at concurrency 1 and 8. Before timing, it checks that
-every server's probabilities equal the pipeline's own predict_proba to 1e-9.
+for 1-record and 100-record requests at concurrency 1 and 8. Then the same comparison of the
+endpoint and `mlflow models serve` for a model of data/german_credit.csv (13 category and 7
+number features, one-hot encoded; --no-credit skips it) at concurrency 8. Before timing, it
+checks that every server's probabilities equal the pipeline's own predict_proba to 1e-9.
 
     python bench/bench_online.py                 # or: make bench-online
     python bench/bench_online.py --rounds 5 --duration 5 --output bench/results.json
@@ -203,8 +205,14 @@ def in_process(service: Any, body: bytes, duration: float) -> dict[str, float]:
     }
 
 
-def prepare(workdir: Path) -> dict[str, Any]:
-    """Train one version with MLflow into workdir; its registry folder, MLflow model and sample records."""
+CREDIT_CSV = ROOT / "data" / "german_credit.csv"
+
+
+def prepare(workdir: Path, credit: bool = False) -> dict[str, Any]:
+    """Train one version with MLflow into workdir; its registry folder, MLflow model and sample records.
+
+    With `credit`, the version is trained on data/german_credit.csv (the probability of `bad`).
+    """
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -212,14 +220,25 @@ def prepare(workdir: Path) -> dict[str, Any]:
     import train
     from score import ModelService, sample_records
 
-    registry = workdir / "registry"
-    result = train.train(registry_dir=registry, artifacts_dir=workdir / "artifacts", use_mlflow=True)
+    name = "credit" if credit else "default"
+    registry = workdir / f"registry_{name}"
+    table = {"data": CREDIT_CSV, "target": "creditability", "positive_class": "bad"} if credit else {}
+    result = train.train(registry_dir=registry, artifacts_dir=workdir / "artifacts", use_mlflow=True, **table)
     mlflow_model = Path(mlflow.artifacts.download_artifacts(
-        f"runs:/{result.run_id}/model", dst_path=str(workdir / "mlflow_model")))
+        f"runs:/{result.run_id}/model", dst_path=str(workdir / f"mlflow_model_{name}")))
     service = ModelService.from_registry(registry, result.version.version)
-    records = sample_records(100, features=service.features)
+    records = sample_records(100, table.get("data"), service.features, service.schema)
     return {"registry": registry, "mlflow_model": mlflow_model, "service": service, "records": records,
             "version": result.version.label, "run_id": result.run_id}
+
+
+def pipeline_scores(service: Any, records: list[dict]) -> Any:
+    """The registered pipeline's own probabilities for the records (a DataFrame for a table model)."""
+    import numpy as np
+
+    if service.schema.plain_numbers:
+        return service.model.predict_proba(np.array([[r[f] for f in service.features] for r in records]))[:, 1]
+    return service.model.predict_proba(service.schema.frame(service.to_matrix(records)))[:, 1]
 
 
 def check_scores(name: str, url: str, records: list[dict], expected: Any, mlflow_style: bool) -> float:
@@ -242,16 +261,13 @@ def check_scores(name: str, url: str, records: list[dict], expected: Any, mlflow
 def run_benchmark(duration: int, warmup: int, rounds: int, sizes: list[int], concurrency: list[int]) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: apt-get install -y wrk")
-    import numpy as np
-
     workdir = Path(tempfile.mkdtemp(prefix="bench-online-"))
     servers: list[Server] = []
     try:
         log.info("training one version with MLflow in %s", workdir)
         ctx = prepare(workdir)
         records, service = ctx["records"], ctx["service"]
-        matrix = np.array([[r[f] for f in service.features] for r in records])
-        expected = service.model.predict_proba(matrix)[:, 1]  # the pipeline's own answer
+        expected = pipeline_scores(service, records)  # the pipeline's own answer
         bodies = {n: json.dumps({"records": records[:n]}).encode() for n in sizes}
         mlflow_bodies = {n: json.dumps({"dataframe_records": records[:n]}).encode() for n in sizes}
         env = {**os.environ, "PYTHONWARNINGS": "ignore",
@@ -315,6 +331,71 @@ def run_benchmark(duration: int, warmup: int, rounds: int, sizes: list[int], con
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def run_credit(duration: int, warmup: int, rounds: int, sizes: list[int], env: dict[str, str]) -> dict[str, Any]:
+    """The endpoint against mlflow models serve for the credit model, concurrency 8, in paired rounds."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-online-credit-"))
+    servers: list[Server] = []
+    try:
+        log.info("training the credit model with MLflow in %s", workdir)
+        ctx = prepare(workdir, credit=True)
+        records, py = ctx["records"], sys.executable
+        expected = pipeline_scores(ctx["service"], records)
+        plan = [
+            ("credit-endpoint", [py, "app_score_api.py", "--host", "127.0.0.1", "--port", "{port}",
+                                 "--registry-dir", str(ctx["registry"]), "--workers", "1"], "/ready", False),
+            ("credit-mlflow", [str(Path(py).parent / "mlflow"), "models", "serve", "-m", str(ctx["mlflow_model"]),
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"], "/ping", True),
+        ]
+        results: dict[str, Any] = {"version": ctx["version"], "runs": {}, "score_diff": {}}
+        started = []
+        for name, command, ready_path, mlflow_style in plan:
+            port = free_port()
+            server = Server(name, [c.replace("{port}", str(port)) for c in command], port, ready_path, workdir, env, None)
+            servers.append(server)
+            started.append((name, server, mlflow_style))
+            results["score_diff"][name] = check_scores(name, server.url, records, expected, mlflow_style)
+        samples: dict[str, list[dict[str, float]]] = {}
+        for _ in range(rounds):
+            for n in sizes:
+                for name, server, mlflow_style in started:
+                    key = "dataframe_records" if mlflow_style else "records"
+                    body = json.dumps({key: records[:n]}).encode()
+                    url = server.url + ("/invocations" if mlflow_style else "/predict")
+                    run_wrk(url, body, 8, warmup, workdir)
+                    figures = run_wrk(url, body, 8, duration, workdir)
+                    if figures["errors"]:
+                        raise BenchError(f"{name}: {figures['errors']} failed requests at {n} records")
+                    samples.setdefault(f"{name}/{n}/8", []).append(figures)
+                    log.info("%-15s %3d records c=8: %8.0f req/s  p99 %.2f ms", name, n, figures["rps"], figures["p99_ms"])
+        for key, runs in samples.items():
+            results["runs"][key] = {field: statistics.median(r[field] for r in runs) for field in runs[0]}
+            results["runs"][key]["rounds"] = runs
+        return results
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def credit_report(credit: dict[str, Any], sizes: list[int]) -> list[str]:
+    """The credit model's lines of the report: its table, the ratios and the 20x target."""
+    runs = credit["runs"]
+    lines = ["", f"credit model {credit['version']} (data/german_credit.csv: 13 category and 7 number features), c=8",
+             "", "| server | records | req/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in ("credit-endpoint", "credit-mlflow"):
+        for n in sizes:
+            r = runs[f"{name}/{n}/8"]
+            lines.append(f"| {name.split('-')[1]} | {n} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    lines.append("")
+    for n in sizes:
+        x = ratio(runs, f"credit-endpoint/{n}/8", f"credit-mlflow/{n}/8")
+        target = " (target >= 20x): " + ("met" if x >= 20 else "MISSED") if n == 1 else ""
+        lines.append(f"- credit model, {n} record(s) c=8 vs mlflow {x:.1f}x{target}")
+    lines.append("- credit model, largest |probability - pipeline predict_proba|: "
+                 + ", ".join(f"{k.split('-')[1]} {v:.1e}" for k, v in credit["score_diff"].items()))
+    return lines
+
+
 def ratio(runs: dict[str, Any], a: str, b: str) -> float:
     """Median over rounds of a's req/s over b's, each pair measured back to back."""
     return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a]["rounds"], runs[b]["rounds"]))
@@ -363,6 +444,8 @@ def report(results: dict[str, Any], sizes: list[int], concurrency: list[int]) ->
     if "endpoint/1/1" in runs:
         p99 = runs["endpoint/1/1"]["p99_ms"]
         checks.append(f"- p99 at c=1, 1 record {p99:.2f} ms (target < 2 ms): {'met' if p99 < 2 else 'MISSED'}")
+    if results.get("credit"):
+        checks += credit_report(results["credit"], sizes)
     return "\n".join(lines + checks)
 
 
@@ -388,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", type=_int_list, default=[1, 100], help="records per request")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 8], help="open connections")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures here as JSON")
+    parser.add_argument("--no-credit", action="store_true",
+                        help="skip the credit model (data/german_credit.csv) against mlflow models serve")
     parser.add_argument("--nice", type=int, default=0,
                         help="run the benchmark and every process it starts at this niceness (negative, as "
                              "root, to measure the software rather than other work on a shared machine)")
@@ -406,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise BenchError(f"cannot set niceness {args.nice}: {exc.strerror} (negative values need root)") from None
         results = run_benchmark(args.duration, args.warmup, args.rounds, args.sizes, args.concurrency)
         results["nice"] = args.nice
+        if not args.no_credit:
+            env = {**os.environ, "PYTHONWARNINGS": "ignore",
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+            env.pop("SCORING_API_KEY", None)
+            results["credit"] = run_credit(args.duration, args.warmup, args.rounds, args.sizes, env)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

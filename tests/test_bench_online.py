@@ -47,3 +47,16 @@ def test_arguments():
         bench_online._int_list("0")
     result = run_script("bench/bench_online.py", "--help")
     assert result.returncode == 0 and "--nice" in result.stdout
+
+
+def test_report_adds_the_credit_model_against_mlflow():
+    rps = {}
+    for n in (1, 100):
+        rps[f"credit-endpoint/{n}/8"] = [3000.0, 2500.0, 2000.0]
+        rps[f"credit-mlflow/{n}/8"] = [100.0, 100.0, 100.0] if n == 1 else [50.0, 50.0, 50.0]
+    credit = {"version": "v001", "runs": runs_for(rps), "score_diff": {"credit-endpoint": 1e-16, "credit-mlflow": 0.0}}
+    lines = bench_online.credit_report(credit, [1, 100])
+    assert "| endpoint | 1 | 2,500 | 0.30 | 1.50 |" in lines and "| mlflow | 100 | 50 | 0.30 | 1.50 |" in lines
+    assert "- credit model, 1 record(s) c=8 vs mlflow 25.0x (target >= 20x): met" in lines
+    assert "- credit model, 100 record(s) c=8 vs mlflow 50.0x" in lines
+    assert lines[-1] == "- credit model, largest |probability - pipeline predict_proba|: endpoint 1.0e-16, mlflow 0.0e+00"
