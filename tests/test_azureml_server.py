@@ -30,17 +30,15 @@ def _log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.fixture(scope="module")
-def server(azureml_model_dir, tmp_path_factory):
-    """azmlinfsrv running score.py on 127.0.0.1:<free port>; yields its base URL."""
+def _serve(model_dir: Path, log_path: Path):
+    """azmlinfsrv running score.py for `model_dir` on 127.0.0.1:<free port>; yields its base URL."""
     assert AZUREML_PYTHON.is_file(), (
         f"{AZUREML_PYTHON} is missing: run `make install-azureml` (make test does it)"
     )
     port = free_port()
-    log_path = tmp_path_factory.mktemp("azmlinfsrv") / "server.log"
     env = {
         **os.environ,
-        "AZUREML_MODEL_DIR": str(azureml_model_dir),
+        "AZUREML_MODEL_DIR": str(model_dir),
         # score.py imports settings and registry from the project root, as Azure's code folder.
         "PYTHONPATH": str(ROOT),
         "AML_APP_ROOT": str(ROOT),
@@ -48,7 +46,7 @@ def server(azureml_model_dir, tmp_path_factory):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(AZUREML_PYTHON), str(LAUNCHER), "--host", "127.0.0.1",
-             "--entry_script", "score.py", "--model_dir", str(azureml_model_dir), "--port", str(port)],
+             "--entry_script", "score.py", "--model_dir", str(model_dir), "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -66,6 +64,11 @@ def server(azureml_model_dir, tmp_path_factory):
         yield {"url": url, "proc": proc, "log": log_path, "port": port}
     finally:
         stop_process(proc, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(azureml_model_dir, tmp_path_factory):
+    yield from _serve(azureml_model_dir, tmp_path_factory.mktemp("azmlinfsrv") / "server.log")
 
 
 def _score(server, body) -> httpx.Response:
@@ -226,3 +229,27 @@ def test_isolated_venv_holds_exactly_the_pinned_versions():
     run = subprocess.run([str(AZUREML_PYTHON), "-c", probe, *pins], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == pins
+
+
+# ----- a table model: categories as text, the same records as the API ----------------------------
+@pytest.fixture(scope="module")
+def credit_server(credit_registry, tmp_path_factory):
+    import shutil
+
+    model_dir = tmp_path_factory.mktemp("credit-model-dir")
+    shutil.copytree(credit_registry / "model_v001", model_dir / "model_v001")
+    yield from _serve(model_dir, tmp_path_factory.mktemp("azmlinfsrv-credit") / "server.log")
+
+
+def test_credit_records_score_as_model_service_and_bad_categories_are_400(credit_server, credit_registry):
+    from score import ModelService
+
+    service = ModelService.from_registry(credit_registry)
+    example = service.metadata["input_example"]
+    records = [example, {**example, "housing": "rent", "age_in_years": 30}]
+    answer = _score(credit_server, {"data": records})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == service.score_payload({"data": records})
+    bad = _score(credit_server, {"data": [example, {**example, "purpose": "yacht"}]})
+    assert bad.status_code == 400
+    assert bad.json()["message"].startswith("record 1, feature 'purpose': unknown category string \"yacht\"; expected one of")

@@ -501,3 +501,24 @@ def test_chi_squared_edge_cases():
     assert monitoring.pearsons_chi_squared_test([5, 0], [7, 0]) == 1.0  # one category on both sides
     assert math.isnan(monitoring.pearsons_chi_squared_test([5, 3], [0, 0]))
     assert monitoring.pearsons_chi_squared_test([50, 50], [50, 50]) == pytest.approx(1.0)
+
+
+def test_gappy_table_through_the_pipeline_reports_null_rates(zones, gappy_registry, tmp_path, capsys):
+    import datetime as dt
+
+    import generate_raw_data
+    import pipeline_run_batch
+    from conftest import make_gappy_table
+
+    source = make_gappy_table(tmp_path / "source.csv", rows=300)
+    generate_raw_data.generate([dt.date(2026, 11, 24)], rows=2000, data=source, target="status", categorical=["grade"])
+    assert pipeline_run_batch.main(["--date", "2026-11-24", "--registry-dir", str(gappy_registry)]) == 0, \
+        capsys.readouterr().err
+    table = {r["feature"]: r for r in monitoring.read_drift_table(monitoring.drift_table_path(zones / "logs", "20261124"))}
+    profile = json.loads((gappy_registry / "model_v001" / "reference_profile.json").read_text())
+    for name in ("income", "channel"):  # empty cells pass for nullable features, at about the source's rate
+        assert table[name]["null_value_rate"] == pytest.approx(profile["columns"][name]["null_rate"], abs=0.03)
+        assert table[name]["null_value_rate"] > 0.04
+    assert table["region"]["null_value_rate"] == 0.0 and table["grade"]["type"] == "category"
+    assert [table[n]["level"] for n in ("income", "region", "channel", "grade")] == ["ok"] * 4
+    assert (zones / "curated" / "predictions_20261124.csv").is_file()
