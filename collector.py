@@ -1,0 +1,494 @@
+"""Production data collection: an online deployment's inputs and outputs, kept as Azure keeps them.
+
+The local stand-in for Azure ML's data collector (package azureml-ai-monitoring, the
+deployment YAML's `data_collector` section). A helper module: it imports no stage script.
+
+Every scored request can be collected as two JSON lines, one in `model_inputs` (the records
+as sent) and one in `model_outputs` (`prediction` and `probability` per record), joined by
+the same `correlationid`. They land in Azure's layout, under the collection root:
+
+    modelDataCollector/{endpoint}/{deployment}/{model_inputs|model_outputs}/{yyyy}/{MM}/{dd}/{HH}/{instance}.jsonl
+
+(UTC hours of the request's time). The root is $DATA_COLLECTOR_DIR (default `collected/`)
+on the local disk, or the same paths in the blob container `workspaceblobstore` (Azurite
+by default; $AZURE_STORAGE_CONNECTION_STRING as for storage.py).
+
+A request never waits for the disk or the network: `collect()` only samples and queues
+(a bounded queue; what does not fit is dropped and counted). A background thread writes
+the queue at least once a second, and `stop()` writes what is left (the app calls it at
+shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last second). A write that
+fails (full disk, read-only folder, storage unreachable) loses that batch: it is counted and
+logged at most once a minute, never raised into the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import orjson
+
+import settings
+
+log = logging.getLogger("collector")
+
+ENV_DIR = "DATA_COLLECTOR_DIR"
+ROOT_FOLDER = "modelDataCollector"
+INPUTS = "model_inputs"
+OUTPUTS = "model_outputs"
+COLLECTIONS = (INPUTS, OUTPUTS)
+LOCAL_ENDPOINT = "local-endpoint"  # the plain endpoint's names (no --endpoint YAML)
+LOCAL_DEPLOYMENT = "default"
+BLOB_CONTAINER = "workspaceblobstore"  # the name of the workspace's default datastore in Azure
+SPECVERSION = "1.0"
+DATACONTENTTYPE = "application/json"
+COLLECTDATATYPE = "pandas.core.frame.DataFrame"  # what Azure's collector records for a DataFrame
+AGENT = "risk-endpoint-collector/1.0"
+DEFAULT_QUEUE_SIZE = 10_000  # requests waiting to be written
+FLUSH_SECONDS = 1.0
+FAILURE_LOG_SECONDS = 60.0
+APPEND_BLOCK_MAX = 4 * 1024 * 1024  # Azure's limit for one append block
+
+
+class CollectorError(Exception):
+    """A data_collector section or a collection setting the collector cannot use."""
+
+
+def collection_root() -> Path:
+    """$DATA_COLLECTOR_DIR, else collected/ at the project root."""
+    value = os.environ.get(ENV_DIR)
+    return Path(value).expanduser() if value else settings.ROOT / "collected"
+
+
+# ----- settings from a deployment YAML ---------------------------------------------------
+@dataclass(frozen=True)
+class CollectionSettings:
+    """Which collections are on and at what sampling rate (a deployment's `data_collector`)."""
+
+    inputs: bool = True
+    outputs: bool = True
+    sampling_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        rate = self.sampling_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise CollectorError(f"data_collector.sampling_rate must be a number from 0 to 1, got {rate!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.inputs or self.outputs
+
+    @classmethod
+    def from_deployment(cls, spec: Mapping[str, Any] | None) -> "CollectionSettings | None":
+        """The settings of a deployment YAML's `data_collector` section, or None when it has none."""
+        section = (spec or {}).get("data_collector")
+        if not section:
+            return None
+        if not isinstance(section, Mapping):
+            raise CollectorError("data_collector must be a mapping with `collections` and `sampling_rate`")
+        collections = section.get("collections") or {}
+        unknown = sorted(set(collections) - set(COLLECTIONS))
+        if unknown:
+            raise CollectorError(
+                f"data_collector.collections.{unknown[0]} is not collected here: use {' and '.join(COLLECTIONS)}")
+        flags = {name: _enabled(name, collections.get(name)) for name in COLLECTIONS}
+        return cls(flags[INPUTS], flags[OUTPUTS], section.get("sampling_rate", 1.0))
+
+
+def _enabled(name: str, collection: Any) -> bool:
+    if collection is None:
+        return False
+    value = collection.get("enabled", "True") if isinstance(collection, Mapping) else collection
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise CollectorError(f"data_collector.collections.{name}.enabled must be 'True' or 'False', got {value!r}")
+    return text == "true"
+
+
+# ----- layout and events -----------------------------------------------------------------
+def file_path(endpoint: str, deployment: str, collection: str, when: datetime, instance: str) -> str:
+    """The relative path (also the blob name) of the file an event collected at `when` goes to."""
+    when = when.astimezone(timezone.utc)
+    return (f"{ROOT_FOLDER}/{endpoint}/{deployment}/{collection}/"
+            f"{when:%Y}/{when:%m}/{when:%d}/{when:%H}/{instance}.jsonl")
+
+
+def make_event(collection: str, rows: Sequence[Any], *, endpoint: str, deployment: str, when: datetime,
+               correlation_id: str, request_id: str, model_version: str) -> dict[str, Any]:
+    """One collected line, with Azure's fields."""
+    payload = orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+    return {
+        "specversion": SPECVERSION,
+        "id": str(uuid.uuid4()),
+        "source": f"/onlineEndpoints/{endpoint}/deployments/{deployment}",
+        "type": f"azureml.inference.{collection}",
+        "datacontenttype": DATACONTENTTYPE,
+        "time": when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": orjson.Fragment(payload),
+        "correlationid": correlation_id,
+        "xrequestid": request_id,
+        "modelversion": model_version,
+        "collectdatatype": COLLECTDATATYPE,
+        "agent": AGENT,
+        "contentrange": f"bytes 0-{len(payload) - 1}/{len(payload)}",
+    }
+
+
+def default_instance() -> str:
+    """This process's instance id: the host and the process, so workers never share a file."""
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+# ----- where files go --------------------------------------------------------------------
+class Sink(Protocol):
+    kind: str
+
+    def append(self, path: str, data: bytes) -> None: ...
+
+
+class LocalSink:
+    """Files under a folder on the local disk (appended to; one writer per instance file)."""
+
+    kind = "local"
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else collection_root()
+
+    def append(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "ab") as handle:
+            handle.write(data)
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of the files under a folder prefix (sorted)."""
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()
+                      and not p.name.startswith("."))
+
+    def write(self, path: str, data: bytes) -> None:
+        """Replace a file atomically (monitor results)."""
+        import storage
+
+        with storage.atomic_write(self.root / path) as handle:
+            handle.write(data)
+
+    def location(self) -> str:
+        return str(self.root)
+
+
+class BlobSink:
+    """Append blobs in one container, named by the same relative paths."""
+
+    kind = "blob"
+
+    def __init__(self, connection_string: str | None = None, container: str = BLOB_CONTAINER,
+                 timeout: float = 5.0):
+        import storage
+
+        self.connection_string = (connection_string or os.environ.get(storage.ENV_CONNECTION)
+                                  or storage.AZURITE_CONNECTION_STRING)
+        self.container_name = container
+        self.timeout = timeout
+        self._container = None
+        self._created: set[str] = set()
+
+    @property
+    def container(self):
+        if self._container is None:
+            from azure.core.exceptions import ResourceExistsError
+            from azure.storage.blob import BlobServiceClient, LinearRetry
+
+            # One quick retry: the collector's next flush comes within a second anyway.
+            service = BlobServiceClient.from_connection_string(
+                self.connection_string, connection_timeout=self.timeout, read_timeout=self.timeout,
+                retry_policy=LinearRetry(backoff=0.2, random_jitter_range=0.1, retry_total=1))
+            container = service.get_container_client(self.container_name)
+            try:
+                container.create_container()
+            except ResourceExistsError:
+                pass
+            self._container = container
+        return self._container
+
+    def append(self, path: str, data: bytes) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        blob = self.container.get_blob_client(path)
+        if path not in self._created:
+            try:
+                blob.create_append_blob(if_none_match="*")
+            except ResourceExistsError:
+                pass
+            self._created.add(path)
+        for chunk in _line_chunks(data, APPEND_BLOCK_MAX):
+            blob.append_block(chunk)
+
+    def read(self, path: str) -> bytes:
+        return self.container.get_blob_client(path).download_blob().readall()
+
+    def list(self, prefix: str) -> list[str]:
+        """Names of the blobs under a folder prefix (sorted)."""
+        return sorted(b.name for b in self.container.list_blobs(name_starts_with=prefix.rstrip("/") + "/"))
+
+    def write(self, path: str, data: bytes) -> None:
+        """Replace a blob in one call (readers see the old blob or the new one)."""
+        self.container.get_blob_client(path).upload_blob(data, overwrite=True)
+
+    def location(self) -> str:
+        return f"{self.container.url}"
+
+
+def _line_chunks(data: bytes, limit: int) -> Iterable[bytes]:
+    """`data` in pieces of at most `limit` bytes, cut after a newline where one is in reach."""
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        if end < len(data):
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else end
+        yield data[start:end]
+        start = end
+
+
+def get_sink(kind: str | None = None, root: Path | str | None = None) -> LocalSink | BlobSink:
+    """The collection store: 'local' (default, under `root` or $DATA_COLLECTOR_DIR) or 'blob'."""
+    chosen = (kind or "local").strip().lower()
+    if chosen == "local":
+        return LocalSink(root)
+    if chosen == "blob":
+        return BlobSink()
+    raise CollectorError(f"unknown storage {chosen!r}: choose local or blob")
+
+
+def read_events(sink: LocalSink | BlobSink, endpoint: str, deployment: str, collection: str,
+                start: datetime, end: datetime) -> tuple[list[dict[str, Any]], int]:
+    """The events of one collection with start <= time < end, and the count of unreadable lines.
+
+    Only the hour folders that overlap the window are read; a line cut short by a writer
+    that is still appending, or damaged, is skipped and counted.
+    """
+    prefix = f"{ROOT_FOLDER}/{endpoint}/{deployment}/{collection}"
+    first = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    for path in sink.list(prefix):
+        hour = _hour_of(path[len(prefix) + 1:])
+        if hour is None or hour < first or hour >= end:
+            continue
+        for line in sink.read(path).splitlines():
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+                when = parse_time(event["time"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                skipped += 1
+                continue
+            if start <= when < end:
+                events.append(event)
+    events.sort(key=lambda e: e["time"])
+    return events, skipped
+
+
+def _hour_of(rest: str) -> datetime | None:
+    """The UTC hour of a path's `yyyy/MM/dd/HH/file` tail, else None."""
+    parts = rest.split("/")
+    if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
+        return None
+    try:
+        return datetime(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (a trailing Z allowed) as an aware UTC datetime; naive means UTC."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+# ----- the collector ---------------------------------------------------------------------
+@dataclass
+class _Pending:
+    when: datetime
+    inputs: Sequence[Any] | None
+    outputs: Sequence[Any] | None
+    request_id: str
+    model_version: str
+
+
+class DataCollector:
+    """Samples, queues and writes one deployment's collected requests (see the module docstring)."""
+
+    def __init__(self, sink: Sink, endpoint: str = LOCAL_ENDPOINT, deployment: str = LOCAL_DEPLOYMENT,
+                 collection: CollectionSettings | None = None, *, instance: str | None = None,
+                 queue_size: int = DEFAULT_QUEUE_SIZE, flush_seconds: float = FLUSH_SECONDS,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic):
+        self.sink = sink
+        self.endpoint = endpoint
+        self.deployment = deployment
+        self.settings = collection or CollectionSettings()
+        self.instance = instance or default_instance()
+        self.queue_size = queue_size
+        self.flush_seconds = flush_seconds
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counts: Counter[str] = Counter()  # see COUNTERS
+        self._failures_unlogged = 0
+        self._last_failure_log: float | None = None
+
+    # The counters, by name: requests seen, kept by sampling, dropped (queue full); lines
+    # written and lines lost to failed writes, per collection; failed writes.
+    COUNTERS = ("requests", "sampled", "dropped", "written_model_inputs", "written_model_outputs",
+                "lost_model_inputs", "lost_model_outputs", "write_failures")
+
+    def collect(self, inputs: Sequence[Any] | None, outputs: Sequence[Any] | None = None, *,
+                request_id: str, model_version: str, when: datetime | None = None) -> bool:
+        """Queue one request's rows (never blocks, never raises); True when it was kept."""
+        rate = self.settings.sampling_rate
+        with self._lock:
+            self.counts["requests"] += 1
+            if rate <= 0 or (rate < 1 and self._rng.random() >= rate):
+                return False
+            item = _Pending(when or datetime.now(timezone.utc), inputs if self.settings.inputs else None,
+                            outputs if self.settings.outputs else None, request_id, model_version)
+            if len(self._pending) >= self.queue_size:
+                self.counts["dropped"] += 1
+                return False
+            self._pending.append(item)
+            self.counts["sampled"] += 1
+        return True
+
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write everything queued now; returns the number of lines written."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            files: dict[tuple[str, str], list[bytes]] = {}
+            for item in batch:
+                correlation = str(uuid.uuid4())
+                for collection, rows in ((INPUTS, item.inputs), (OUTPUTS, item.outputs)):
+                    if rows is None:
+                        continue
+                    event = make_event(collection, rows, endpoint=self.endpoint, deployment=self.deployment,
+                                       when=item.when, correlation_id=correlation, request_id=item.request_id,
+                                       model_version=item.model_version)
+                    path = file_path(self.endpoint, self.deployment, collection, item.when, self.instance)
+                    files.setdefault((collection, path), []).append(orjson.dumps(event) + b"\n")
+            written = 0
+            for (collection, path), lines in files.items():
+                try:
+                    self.sink.append(path, b"".join(lines))
+                except Exception as exc:  # a collection problem must never reach a request
+                    self._failed(collection, path, len(lines), exc)
+                else:
+                    self.counts[f"written_{collection}"] += len(lines)
+                    written += len(lines)
+            return written
+
+    def _failed(self, collection: str, path: str, lines: int, exc: BaseException) -> None:
+        self.counts["write_failures"] += 1
+        self.counts[f"lost_{collection}"] += lines
+        self._failures_unlogged += 1
+        now = self._clock()
+        if self._last_failure_log is None or now - self._last_failure_log >= FAILURE_LOG_SECONDS:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("data collection for %s/%s cannot write %s (%s: %s); %d failed writes since the last "
+                        "message, %d lines lost in all; requests are not affected", self.endpoint,
+                        self.deployment, path, type(exc).__name__, first, self._failures_unlogged,
+                        self.counts["lost_model_inputs"] + self.counts["lost_model_outputs"])
+            self._last_failure_log = now
+            self._failures_unlogged = 0
+
+    # ----- the background writer ---------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._wake.clear()
+        self._thread = threading.Thread(target=self._run, name=f"collector-{self.deployment}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except Exception:  # a bug here must not end collection silently for the process's life
+                log.exception("data collection flush failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the writer and write what is still queued."""
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.flush()
+
+    def stats(self) -> dict[str, int]:
+        """The counters (COUNTERS) and the current queue length."""
+        return {**{name: int(self.counts[name]) for name in self.COUNTERS}, "queued": self.queued()}
+
+
+# ----- Prometheus ------------------------------------------------------------------------
+class MetricsExporter:
+    """A prometheus-client collector over some DataCollectors: `registry.register(MetricsExporter(...))`."""
+
+    def __init__(self, collectors: Callable[[], Iterable[DataCollector]] | Iterable[DataCollector]):
+        self._collectors = collectors
+
+    def _each(self) -> list[DataCollector]:
+        found = self._collectors() if callable(self._collectors) else self._collectors
+        return list(found)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["endpoint", "deployment"]
+        requests = CounterMetricFamily("data_collector_requests", "requests seen by the data collector, by outcome",
+                                       labels=labels + ["outcome"])
+        lines = CounterMetricFamily("data_collector_lines", "collected lines, written or lost to a failed write",
+                                    labels=labels + ["collection", "outcome"])
+        failures = CounterMetricFamily("data_collector_write_failures", "writes of collected data that failed",
+                                       labels=labels)
+        queued = GaugeMetricFamily("data_collector_queue_length", "requests waiting to be written", labels=labels)
+        for c in self._each():
+            base = [c.endpoint, c.deployment]
+            s = c.stats()
+            requests.add_metric(base + ["sampled"], s["sampled"])
+            requests.add_metric(base + ["dropped"], s["dropped"])
+            requests.add_metric(base + ["not_sampled"], s["requests"] - s["sampled"] - s["dropped"])
+            for collection in COLLECTIONS:
+                lines.add_metric(base + [collection, "written"], s[f"written_{collection}"])
+                lines.add_metric(base + [collection, "lost"], s[f"lost_{collection}"])
+            failures.add_metric(base, s["write_failures"])
+            queued.add_metric(base, s["queued"])
+        yield from (requests, lines, failures, queued)
+
+    def describe(self):
+        return []  # registered without a describe-time collect (the collectors may not exist yet)
