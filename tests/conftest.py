@@ -34,6 +34,7 @@ def pytest_configure(config):
         "CURATED_DIR": "curated-default",
         "LOGS_DIR": "logs-default",
         "REPORTS_DIR": "reports-default",
+        "DATA_COLLECTOR_DIR": "collected-default",
         "TRAINING_DATA": "day1_breast_cancer.csv",
     }
     for key, name in defaults.items():
