@@ -37,11 +37,11 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import orjson
 
+import fileio
 import settings
 
 log = logging.getLogger("collector")
 
-ENV_DIR = "DATA_COLLECTOR_DIR"
 ROOT_FOLDER = "modelDataCollector"
 INPUTS = "model_inputs"
 OUTPUTS = "model_outputs"
@@ -61,12 +61,6 @@ APPEND_BLOCK_MAX = 4 * 1024 * 1024  # Azure's limit for one append block
 
 class CollectorError(Exception):
     """A data_collector section or a collection setting the collector cannot use."""
-
-
-def collection_root() -> Path:
-    """$DATA_COLLECTOR_DIR, else collected/ at the project root."""
-    value = os.environ.get(ENV_DIR)
-    return Path(value).expanduser() if value else settings.ROOT / "collected"
 
 
 # ----- settings from a deployment YAML ---------------------------------------------------
@@ -162,7 +156,7 @@ class LocalSink:
     kind = "local"
 
     def __init__(self, root: Path | str | None = None):
-        self.root = Path(root) if root is not None else collection_root()
+        self.root = Path(root) if root is not None else settings.collected_dir()
 
     def append(self, path: str, data: bytes) -> None:
         target = self.root / path
@@ -183,10 +177,7 @@ class LocalSink:
 
     def write(self, path: str, data: bytes) -> None:
         """Replace a file atomically (monitor results)."""
-        import storage
-
-        with storage.atomic_write(self.root / path) as handle:
-            handle.write(data)
+        fileio.write_atomic(self.root / path, data)
 
     def location(self) -> str:
         return str(self.root)
@@ -201,7 +192,7 @@ class BlobSink:
                  timeout: float = 5.0):
         import storage
 
-        self.connection_string = (connection_string or os.environ.get(storage.ENV_CONNECTION)
+        self.connection_string = (connection_string or settings.env_str(storage.ENV_CONNECTION)
                                   or storage.AZURITE_CONNECTION_STRING)
         self.container_name = container
         self.timeout = timeout
@@ -267,8 +258,10 @@ def _line_chunks(data: bytes, limit: int) -> Iterable[bytes]:
 
 
 def get_sink(kind: str | None = None, root: Path | str | None = None) -> LocalSink | BlobSink:
-    """The collection store: 'local' (default, under `root` or $DATA_COLLECTOR_DIR) or 'blob'."""
-    chosen = (kind or "local").strip().lower()
+    """The collection store: 'local' (under `root` or $DATA_COLLECTOR_DIR) or 'blob'; default $STORAGE_BACKEND, else local."""
+    import storage
+
+    chosen = (kind or settings.env_str(storage.ENV_BACKEND) or "local").strip().lower()
     if chosen == "local":
         return LocalSink(root)
     if chosen == "blob":

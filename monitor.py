@@ -46,10 +46,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import cli
 import collector
 import monitoring
 import settings
-from registry import Registry, RegistryError
 
 log = logging.getLogger("monitor")
 
@@ -212,7 +212,7 @@ def _row(signal: str, feature: str | None, metric: str, value: Any, threshold: f
 
 # ----- the run ---------------------------------------------------------------------------
 def run_monitor(store: collector.LocalSink | collector.BlobSink, endpoint: str, deployment: str,
-                start: datetime, end: datetime, registry: Registry,
+                start: datetime, end: datetime, registry_dir: Path | None,
                 thresholds: monitoring.Thresholds) -> dict[str, Any]:
     """Read the window, compare each model version with its profile; the result (not yet kept)."""
     inputs, bad_in = collector.read_events(store, endpoint, deployment, collector.INPUTS, start, end)
@@ -225,7 +225,7 @@ def run_monitor(store: collector.LocalSink | collector.BlobSink, endpoint: str, 
     }
     rows: list[dict[str, Any]] = []
     for version, pairs in sorted(join_events(inputs, outputs).items()):
-        profile = load_version_profile(registry, version)
+        profile = load_version_profile(registry_dir, version)
         drift, type_errors = accumulate(profile, pairs, thresholds)
         rows += signal_rows(drift, profile, type_errors, version)
         result["model_versions"].append({"model_version": version, "requests": len(pairs), "records": drift.rows})
@@ -234,14 +234,11 @@ def run_monitor(store: collector.LocalSink | collector.BlobSink, endpoint: str, 
     return result
 
 
-def load_version_profile(registry: Registry, version: str) -> dict:
-    try:
-        entry = registry.get(version)
-        profile = monitoring.load_profile(entry.path)
-    except (RegistryError, monitoring.MonitoringError) as exc:
-        raise MonitorError(f"cannot monitor model version {version}: {exc}") from None
+def load_version_profile(registry_dir: Path | None, version: str) -> dict:
+    profile = monitoring.load_reference_profile(registry_dir, version)
     if profile is None:
-        raise MonitorError(f"model version {version} has no {monitoring.PROFILE_FILE}: register it again with train.py")
+        raise MonitorError(f"cannot monitor model version {version}: it has no usable reference profile "
+                           "(see the warning above)")
     return profile
 
 
@@ -270,19 +267,14 @@ def _iso(when: datetime) -> str:
 
 
 # ----- output ----------------------------------------------------------------------------
+TABLE_COLUMNS = [("signal", "signal", ""), ("feature", "feature", ""), ("metric", "metric", ""),
+                 ("value", "value", ".4g"), ("threshold", "threshold", ".4g"), ("status", "status", ""),
+                 ("model_version", "model", "")]
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("signal", "feature", "metric", "value", "threshold", "status", "model_version")
-    cells = [head] + [tuple(_cell(r[k]) for k in head) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(head))).rstrip() for c in cells)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    shown = [{k: "-" if v is None else v for k, v in r.items()} for r in rows]
+    return cli.format_table(shown, TABLE_COLUMNS)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -312,10 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", default="P1D", help="ISO 8601 duration ending at --end (or now)")
     parser.add_argument("--start", default=None, help="window start, ISO 8601 (instead of --window)")
     parser.add_argument("--end", default=None, help="window end, ISO 8601 (default: now)")
-    parser.add_argument("--storage", choices=("local", "blob"), default="local",
-                        help=f"where the collected data is (local: ${collector.ENV_DIR}, else collected/)")
-    parser.add_argument("--registry-dir", type=Path, default=None,
-                        help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
+    cli.add_storage_option(parser, help_text="where the collected data is: local ($DATA_COLLECTOR_DIR, else "
+                           "collected/) or blob (default: $STORAGE_BACKEND, else local)")
+    cli.add_registry_options(parser, model_version=False)
     parser.add_argument("--json", action="store_true", help="print the signal rows as JSON")
     parser.add_argument("--fail-on-alert", action="store_true",
                         help="exit 1 when a signal alerts or when the window holds no data")
@@ -324,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     try:
         end = parse_instant(args.end, "--end") if args.end else datetime.now(timezone.utc)
         start = parse_instant(args.start, "--start") if args.start else end - parse_duration(args.window)
@@ -333,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = endpoint_name(args.endpoint)
         store = collector.get_sink(args.storage)
         thresholds = monitoring.Thresholds.from_env()
-        result = run_monitor(store, endpoint, args.deployment, start, end, Registry(args.registry_dir), thresholds)
+        result = run_monitor(store, endpoint, args.deployment, start, end, args.registry_dir, thresholds)
         if result["requests"] == 0:
             print(f"no collected data for {endpoint}/{args.deployment} from {_iso(start)} to {_iso(end)} "
                   f"in {store.location()}: nothing to monitor")

@@ -108,7 +108,7 @@ def test_table_and_summary_lines(collected, service, capsys):
     code, out, err = run(capsys)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["signal", "feature", "metric", "value", "threshold", "status", "model_version"]
+    assert lines[0].split() == ["signal", "feature", "metric", "value", "threshold", "status", "model"]
     assert ("risk-endpoint/blue, 2026-11-30T00:00:00Z to 2026-12-01T00:00:00Z: 200 requests, 200 records; "
             "result kept as modelMonitoring/risk-endpoint/blue/") in out
     summary = lines[-3:]
@@ -154,7 +154,7 @@ def test_unknown_model_version_is_one_line(collected, service, capsys):
               when=NOW)
     c.flush()
     code, out, err = run(capsys)
-    assert code == 2 and err.startswith("error: cannot monitor model version v099: model version v099 not found in ")
+    assert code == 2 and err.splitlines()[-1] == ("error: cannot monitor model version v099: it has no usable reference profile (see the warning above)")
 
 
 def test_nulls_and_type_errors(collected, service, capsys):
