@@ -14,7 +14,8 @@ import pytest
 
 import collector
 from collector import CollectionSettings, CollectorError, DataCollector, LocalSink
-from conftest import AZURITE_BIN, azurite_connection_string, free_port, stop_process
+from conftest import wait_until
+from scripts.azurite import Azurite
 
 WHEN = datetime(2026, 11, 30, 23, 59, 58, 123000, tzinfo=timezone.utc)
 ROWS = [{"mean radius": 17.99, "mean texture": 10.38}, {"mean radius": 11.0, "mean texture": None}]
@@ -162,10 +163,7 @@ def test_background_writer_and_stop_flush(tmp_path):
     c.start()
     c.collect(ROWS, OUTS, request_id="bg", model_version="v001", when=WHEN)
     path = tmp_path / "modelDataCollector/risk-endpoint/blue/model_outputs/2026/11/30/23/inst-1.jsonl"
-    for _ in range(400):
-        if path.exists() and path.read_text():
-            break
-        threading_wait(0.01)
+    wait_until(lambda: path.exists() and path.read_text(), 20, "the background writer's first flush")
     assert [e["xrequestid"] for e in lines(path)] == ["bg"]
     c.flush_seconds = 3600  # from here on only stop() writes
     c.stop()
@@ -173,12 +171,6 @@ def test_background_writer_and_stop_flush(tmp_path):
     c.collect(ROWS, OUTS, request_id="at-stop", model_version="v001", when=WHEN)
     c.stop()
     assert [e["xrequestid"] for e in lines(path)] == ["bg", "at-stop"]
-
-
-def threading_wait(seconds: float) -> None:
-    import threading
-
-    threading.Event().wait(seconds)
 
 
 @pytest.mark.parametrize("section, expected", [
@@ -241,30 +233,11 @@ def test_metrics_exporter(tmp_path):
 
 
 # ----- blob storage (Azurite) --------------------------------------------------------------
-def start_azurite(workdir: Path) -> tuple[subprocess.Popen, str]:
-    import urllib.error
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen([str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                             "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/devstoreaccount1?comp=list", timeout=1).close()
-            break
-        except urllib.error.HTTPError:
-            break
-        except OSError:
-            assert proc.poll() is None, "azurite exited"
-            threading_wait(0.05)
-    return proc, azurite_connection_string(port)
-
-
 def test_blob_layout_then_azurite_stopped(tmp_path):
-    proc, connection = start_azurite(tmp_path)
+    azurite = Azurite(tmp_path / "azurite", in_memory=True, log=tmp_path / "azurite.log")
+    azurite.start()
     try:
-        sink = collector.BlobSink(connection, timeout=2.0)
+        sink = collector.BlobSink(azurite.connection_string, timeout=2.0)
         c = DataCollector(sink, "risk-endpoint", "blue", instance="inst-1")
         c.collect(ROWS, OUTS, request_id="a", model_version="v001", when=WHEN)
         c.collect(ROWS, OUTS, request_id="b", model_version="v001", when=WHEN)
@@ -277,7 +250,7 @@ def test_blob_layout_then_azurite_stopped(tmp_path):
         events = [json.loads(x) for x in sink.read(names[0]).splitlines()]
         assert [e["xrequestid"] for e in events] == ["a", "b", "c"]
     finally:
-        stop_process(proc, timeout=10)
+        azurite.stop()
     c.collect(ROWS, OUTS, request_id="d", model_version="v001", when=WHEN)
     assert c.flush() == 0
     stats = c.stats()
