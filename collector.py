@@ -317,11 +317,14 @@ def parse_time(text: str) -> datetime:
 
 
 # ----- the collector ---------------------------------------------------------------------
+Rows = Sequence[Any] | Callable[[], Sequence[Any]]
+
+
 @dataclass
 class _Pending:
     when: datetime
-    inputs: Sequence[Any] | None
-    outputs: Sequence[Any] | None
+    inputs: Rows | None
+    outputs: Rows | None
     request_id: str
     model_version: str
 
@@ -356,9 +359,12 @@ class DataCollector:
     COUNTERS = ("requests", "sampled", "dropped", "written_model_inputs", "written_model_outputs",
                 "lost_model_inputs", "lost_model_outputs", "write_failures")
 
-    def collect(self, inputs: Sequence[Any] | None, outputs: Sequence[Any] | None = None, *,
+    def collect(self, inputs: Rows | None, outputs: Rows | None = None, *,
                 request_id: str, model_version: str, when: datetime | None = None) -> bool:
-        """Queue one request's rows (never blocks, never raises); True when it was kept."""
+        """Queue one request's rows (never blocks, never raises); True when it was kept.
+
+        Rows are a list of row objects, or a function returning one (called by the writer).
+        """
         rate = self.settings.sampling_rate
         with self._lock:
             self.counts["requests"] += 1
@@ -389,6 +395,8 @@ class DataCollector:
                 for collection, rows in ((INPUTS, item.inputs), (OUTPUTS, item.outputs)):
                     if rows is None:
                         continue
+                    if callable(rows):  # built here, off the request's path
+                        rows = rows()
                     event = make_event(collection, rows, endpoint=self.endpoint, deployment=self.deployment,
                                        when=item.when, correlation_id=correlation, request_id=item.request_id,
                                        model_version=item.model_version)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -115,22 +113,6 @@ def test_full_queue_drops_and_counts(tmp_path):
                               "written_model_outputs": 0, "lost_model_inputs": 0, "lost_model_outputs": 0,
                               "write_failures": 0, "queued": 3}
     assert c.flush() == 6 and c.stats()["queued"] == 0
-
-
-@pytest.fixture()
-def read_only_dir(tmp_path):
-    """An empty folder nobody can write into: a read-only tmpfs when running as root (root
-    ignores file modes), else a folder with mode 0555."""
-    root = tmp_path / "read-only"
-    root.mkdir()
-    if os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(root)], check=True)
-        yield root
-        subprocess.run(["umount", str(root)], check=True)
-    else:
-        os.chmod(root, 0o555)
-        yield root
-        os.chmod(root, 0o755)
 
 
 def test_read_only_folder_counts_and_logs_once_a_minute(read_only_dir, caplog):
