@@ -127,6 +127,22 @@ def sample_records(service) -> list[dict]:
     return sample(20, data_path=Path("/nonexistent"), features=service.features)
 
 
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """An empty folder nobody can write into: a read-only tmpfs when running as root (root
+    ignores file modes), else a folder with mode 0555."""
+    root = tmp_path / "read-only"
+    root.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(root)], check=True)
+        yield root
+        subprocess.run(["umount", str(root)], check=True)
+    else:
+        os.chmod(root, 0o555)
+        yield root
+        os.chmod(root, 0o755)
+
+
 # ----- Azurite (blob storage emulator) from the npm package --------------------------------------
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
