@@ -93,6 +93,45 @@ class Collection:
 
         return record
 
-    def exporter(self) -> collector.MetricsExporter:
+    def exporter(self) -> "MetricsExporter":
         """The collectors' counters for a prometheus-client registry."""
-        return collector.MetricsExporter(lambda: list(self.collectors.values()))
+        return MetricsExporter(lambda: list(self.collectors.values()))
+
+
+# ----- Prometheus ------------------------------------------------------------------------
+class MetricsExporter:
+    """A prometheus-client collector over some DataCollectors: `registry.register(MetricsExporter(...))`."""
+
+    def __init__(self, collectors: Callable[[], Iterable[DataCollector]] | Iterable[DataCollector]):
+        self._collectors = collectors
+
+    def _each(self) -> list[DataCollector]:
+        found = self._collectors() if callable(self._collectors) else self._collectors
+        return list(found)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["endpoint", "deployment"]
+        requests = CounterMetricFamily("data_collector_requests", "requests seen by the data collector, by outcome",
+                                       labels=labels + ["outcome"])
+        lines = CounterMetricFamily("data_collector_lines", "collected lines, written or lost to a failed write",
+                                    labels=labels + ["collection", "outcome"])
+        failures = CounterMetricFamily("data_collector_write_failures", "writes of collected data that failed",
+                                       labels=labels)
+        queued = GaugeMetricFamily("data_collector_queue_length", "requests waiting to be written", labels=labels)
+        for c in self._each():
+            base = [c.endpoint, c.deployment]
+            s = c.stats()
+            requests.add_metric(base + ["sampled"], s["sampled"])
+            requests.add_metric(base + ["dropped"], s["dropped"])
+            requests.add_metric(base + ["not_sampled"], s["requests"] - s["sampled"] - s["dropped"])
+            for collection in collector.COLLECTIONS:
+                lines.add_metric(base + [collection, "written"], s[f"written_{collection}"])
+                lines.add_metric(base + [collection, "lost"], s[f"lost_{collection}"])
+            failures.add_metric(base, s["write_failures"])
+            queued.add_metric(base, s["queued"])
+        yield from (requests, lines, failures, queued)
+
+    def describe(self):
+        return []  # registered without a describe-time collect (the collectors may not exist yet)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import collector
+import endpoint_collection
 from collector import CollectionSettings, CollectorError, DataCollector, LocalSink
 from conftest import wait_until
 from scripts.azurite import Azurite
@@ -206,7 +207,7 @@ def test_metrics_exporter(tmp_path):
     c.collect(ROWS, OUTS, request_id="b", model_version="v001", when=WHEN)
     c.flush()
     registry = CollectorRegistry()
-    registry.register(collector.MetricsExporter([c]))
+    registry.register(endpoint_collection.MetricsExporter([c]))
     text = generate_latest(registry).decode()
     assert 'data_collector_requests_total{deployment="blue",endpoint="risk-endpoint",outcome="dropped"} 1.0' in text
     assert ('data_collector_lines_total{collection="model_inputs",deployment="blue",endpoint="risk-endpoint",'
