@@ -43,6 +43,12 @@ def start(name: str, registry: Path, workdir: Path, collected: Path, *flags: str
     return Server(name, command, port, "/ready", workdir, env)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc), threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_lines(root: Path, collection: str) -> int:
     return sum(len(p.read_bytes().splitlines()) for p in root.rglob(f"{collection}/**/*.jsonl"))
 
@@ -65,7 +71,10 @@ def run_benchmark(duration: int, warmup: int, rounds: int, connections: int) -> 
             for _ in range(rounds):
                 for name, server in servers.items():
                     run_wrk(server.url + "/predict", body, connections, warmup, workdir)
-                    runs[name].append(run_wrk(server.url + "/predict", body, connections, duration, workdir))
+                    before = cpu_seconds(server.proc.pid)
+                    run = run_wrk(server.url + "/predict", body, connections, duration, workdir)
+                    run["cpu_ms_per_request"] = (cpu_seconds(server.proc.pid) - before) * 1000 / run["requests"]
+                    runs[name].append(run)
         finally:
             for server in servers.values():
                 server.stop()  # SIGTERM: the collecting server writes what is still queued
@@ -82,6 +91,10 @@ def run_benchmark(duration: int, warmup: int, rounds: int, connections: int) -> 
             "plain_p99_ms": statistics.median(r["p99_ms"] for r in runs["plain"]),
             "collecting_p99_ms": statistics.median(r["p99_ms"] for r in runs["collecting"]),
             "ratio": statistics.median(ratios), "ratios": ratios,
+            # CPU per request is steadier than requests per second on a shared machine: the
+            # server's own cost, whatever else runs beside it.
+            "plain_cpu_ms": statistics.median(r["cpu_ms_per_request"] for r in runs["plain"]),
+            "collecting_cpu_ms": statistics.median(r["cpu_ms_per_request"] for r in runs["collecting"]),
             "measured_requests_collecting": sent, "collected_lines": lines,
             "all_collected": lines["model_inputs"] == lines["model_outputs"] >= sent,
         }
@@ -94,6 +107,8 @@ def report(results: dict[str, Any]) -> str:
         f"{results['duration_s']} s, one worker each",
         f"  without collection  {results['plain_rps']:8.0f} req/s   p99 {results['plain_p99_ms']:.2f} ms",
         f"  with collection     {results['collecting_rps']:8.0f} req/s   p99 {results['collecting_p99_ms']:.2f} ms",
+        f"  CPU per request     {results['plain_cpu_ms']:.3f} ms without, {results['collecting_cpu_ms']:.3f} ms with "
+        f"(ratio {results['plain_cpu_ms'] / results['collecting_cpu_ms']:.3f})",
         f"  ratio (median of rounds) {results['ratio']:.3f}  (target >= {TARGET}: {met}); "
         f"rounds {', '.join(f'{r:.3f}' for r in results['ratios'])}",
         f"  collected lines: {results['collected_lines']['model_inputs']} inputs, "
