@@ -3,16 +3,20 @@
 Reads model versions from the local registry ($LOCAL_REGISTRY_DIR or ./local_registry) and
 serves the latest one, or the version pinned by --model-version / $MODEL_VERSION. A version
 registered while the app runs is served within about a second, without a restart; requests
-already in flight finish on the version they started with. Writes nothing to disk: one log
-line per request goes to stderr.
+already in flight finish on the version they started with. One log line per request goes to
+stderr. With --collect-data it also keeps every request's inputs and outputs as Azure's data
+collector does (endpoint_collection.py, collector.py; $DATA_COLLECTOR_DIR, default collected/);
+otherwise it writes nothing to disk. Every /predict answer carries `x-request-id` (the caller's,
+or a new one).
 
-    python app_score_api.py --host 127.0.0.1 --port 8000 [--workers N]
+    python app_score_api.py --host 127.0.0.1 --port 8000 [--workers N] [--collect-data]
     uvicorn app_score_api:app --host 127.0.0.1 --port 8000 --no-access-log
 
 Routes: POST /predict, GET /health (liveness), GET /ready (readiness), GET /model, GET /docs
 (Swagger UI served from the app itself, so it works offline). This module is the wiring (app,
 routes, CLI); which model answers is serving.py's, the settings are endpoint_settings.py's, the
-request log, key guard and JSON fast path endpoint_http.py's, the documented shapes endpoint_schemas.py's.
+request log, key guard and JSON fast path endpoint_http.py's, the documented shapes endpoint_schemas.py's,
+data collection endpoint_collection.py's.
 
 Azure ML counterpart: a managed online endpoint with key auth and one deployment; the served
 version is in the `x-model-version` header (Azure routes by `azureml-model-deployment`).
@@ -38,10 +42,11 @@ from fastapi.staticfiles import StaticFiles
 
 import endpoint_settings
 import settings
+from endpoint_collection import REQUEST_ID_HEADER, Collection, request_id
 from endpoint_http import ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, note, parse, score
 from endpoint_schemas import (EXAMPLE_RECORD, NOT_READY, PREDICT_DOC, SECURED, UNAUTHORIZED, HealthResponse,
                               ModelResponse, ReadyResponse, openapi)
-from endpoint_settings import ENV_MAX_RECORDS, ENV_MODEL_VERSION, ENV_RELOAD_SECONDS
+from endpoint_settings import ENV_COLLECT_DATA, ENV_MAX_RECORDS, ENV_MODEL_VERSION, ENV_RELOAD_SECONDS
 from registry import RegistryError, parse_version_spec
 from score import RecordError, ScoringError, extract_records
 from serving import NO_MODEL, Endpoint
@@ -57,11 +62,12 @@ async def predict(request: Request) -> Response:
     # The body is parsed and validated here rather than by pydantic: per-record models and
     # DataFrames cost more than the model itself. score.ModelService does the validation.
     endpoint: Endpoint = request.app.state.serving
+    rid = request_id(request.headers)
     deployment, service = endpoint.service_for(request)  # this request's version, whatever is swapped in meanwhile
     if service is None:
-        return error(503, deployment.reason)
+        return error(503, deployment.reason, {REQUEST_ID_HEADER: rid})
     note(request, model=service.version)
-    headers = {VERSION_HEADER: service.version}
+    headers = {VERSION_HEADER: service.version, REQUEST_ID_HEADER: rid}
     limit = endpoint.max_body_bytes
     too_large = "request body too large: {} bytes (at most {}; send at most {} records per request)"
     declared = request.headers.get("content-length")
@@ -88,12 +94,15 @@ async def predict(request: Request) -> Response:
     if count > endpoint.max_records:
         return error(413, f"too many records: {count} (at most {endpoint.max_records} per request; "
                           f"split the batch)", headers)
+    record = request.app.state.collection.recorder(deployment.name, rid, service.version)
     try:
         if count > THREAD_OFFLOAD_RECORDS:
-            answer = await asyncio.to_thread(score, service, records, body)
+            answer = await asyncio.to_thread(score, service, records, body, record)
         else:
-            answer = score(service, records, body)
+            answer = score(service, records, body, record)
     except RecordError as exc:
+        if record is not None:
+            record(records, None, None)  # rejected inputs are collected too: they are what data quality sees
         return error(422, str(exc), headers, record=exc.index, feature=exc.feature)
     return Response(answer, media_type="application/json", headers=headers)
 
@@ -137,8 +146,12 @@ def _lifespan(**overrides: Any):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ensure_log_handler()
-        endpoint = Endpoint.from_settings(endpoint_settings.load(**overrides))
+        config = endpoint_settings.load(**overrides)
+        endpoint = Endpoint.from_settings(config)
         endpoint.start()
+        collection = Collection.for_endpoint(endpoint, collect_plain=config.collect_data)
+        collection.start()
+        app.state.collection = collection
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # generations so a collection during a request does not walk it (shorter latency tails).
         gc.collect()
@@ -150,12 +163,14 @@ def _lifespan(**overrides: Any):
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
+            await asyncio.to_thread(collection.stop)  # what is still queued is written (SIGTERM included)
 
     return lifespan
 
 
 def create_app(registry_dir: Path | str | None = None, model_version: str | None = None,
-               max_records: int | None = None, reload_seconds: float | None = None) -> FastAPI:
+               max_records: int | None = None, reload_seconds: float | None = None,
+               collect_data: bool | None = None) -> FastAPI:
     """The endpoint. Arguments left as None are read from the environment when the app starts."""
     app = FastAPI(
         title="Risk classifier online endpoint",
@@ -163,7 +178,7 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
                     "Azure ML managed online endpoint).",
         version="1.0", docs_url=None, redoc_url=None,
         lifespan=_lifespan(registry_dir=registry_dir, model_version=model_version, max_records=max_records,
-                           reload_seconds=reload_seconds),
+                           reload_seconds=reload_seconds, collect_data=collect_data),
     )
     app.add_middleware(ApiKeyGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
@@ -200,6 +215,9 @@ def build_parser(env: endpoint_settings.EndpointSettings | None = None) -> argpa
                         help=f"most records per request; more gets 413 (env {ENV_MAX_RECORDS})")
     parser.add_argument("--reload-seconds", type=float, default=env.reload_seconds,
                         help=f"how often to look for a new version (env {ENV_RELOAD_SECONDS})")
+    parser.add_argument("--collect-data", action="store_true", default=env.collect_data,
+                        help=f"collect every request's inputs and outputs as Azure's data collector does, under "
+                             f"$DATA_COLLECTOR_DIR or collected/ (env {ENV_COLLECT_DATA})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level; info logs one line per request")
     return parser
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = endpoint_settings.load(
         registry_dir=(args.registry_dir or env.registry_dir).resolve(), model_version=args.model_version,
-        max_records=args.max_records, reload_seconds=args.reload_seconds)
+        max_records=args.max_records, reload_seconds=args.reload_seconds, collect_data=args.collect_data)
     os.environ.update(config.to_env())  # workers import the app afresh and read these back
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 import orjson
@@ -144,15 +144,22 @@ def _raw_records(body: bytes | None, records: list[Any], inputs: list[Any]) -> l
     return raw if len(raw) == len(records) else None
 
 
-def score(service: ModelService, records: list[Any], body: bytes | None = None) -> bytes:
-    """The encoded answer for validated-on-the-way records (a RecordError when one is bad)."""
+def score(service: ModelService, records: list[Any], body: bytes | None = None,
+          on_scored: Callable[[list[Any], list[int], list[float]], None] | None = None) -> bytes:
+    """The encoded answer for validated-on-the-way records (a RecordError when one is bad).
+
+    `on_scored(inputs, predictions, probabilities)` is told the scored rows (data collection).
+    """
     matrix, inputs = service.records_matrix(records)
     predictions, probabilities = service.predict(matrix)
+    predicted, probability = predictions.tolist(), probabilities.tolist()
+    if on_scored is not None:
+        on_scored(inputs, predicted, probability)
     raw = _raw_records(body, records, inputs)
     result = {
         "results": [
             {"input": record, "prediction": p, "probability": q}
-            for record, p, q in zip(raw or inputs, predictions.tolist(), probabilities.tolist())
+            for record, p, q in zip(raw or inputs, predicted, probability)
         ],
         "model_version": service.version,
     }

@@ -5,6 +5,7 @@
     SCORING_MAX_RECORDS     most records per request (default 10000); more gets 413
     SCORING_RELOAD_SECONDS  how often the registry is polled for a new version (default 1)
     LOCAL_REGISTRY_DIR      the registry folder (default ./local_registry)
+    SCORING_COLLECT_DATA    1/true: the plain endpoint collects its inputs and outputs (collector.py)
 
 The CLI starts uvicorn workers that import the app afresh: it hands its flags over as these same
 environment variables (`EndpointSettings.to_env`), and each worker reads them back here.
@@ -27,6 +28,7 @@ ENV_MODEL_VERSION = "MODEL_VERSION"  # the same variable score.init() reads
 ENV_MAX_RECORDS = "SCORING_MAX_RECORDS"
 ENV_RELOAD_SECONDS = "SCORING_RELOAD_SECONDS"
 ENV_REGISTRY_DIR = "LOCAL_REGISTRY_DIR"
+ENV_COLLECT_DATA = "SCORING_COLLECT_DATA"
 
 # What a bad value is told, by environment name (pydantic's own wording names no variable).
 _EXPECTED = {ENV_MAX_RECORDS: "a whole number, at least 1", ENV_RELOAD_SECONDS: "a positive number of seconds"}
@@ -43,6 +45,7 @@ class EndpointSettings(BaseSettings):
     max_records: int = Field(default=DEFAULT_MAX_RECORDS, ge=1, alias=ENV_MAX_RECORDS)
     reload_seconds: float = Field(default=DEFAULT_RELOAD_SECONDS, gt=0, alias=ENV_RELOAD_SECONDS)
     registry_dir: Path = Field(default_factory=settings.registry_dir, alias=ENV_REGISTRY_DIR)
+    collect_data: bool = Field(default=False, alias=ENV_COLLECT_DATA)
 
     @field_validator("registry_dir")
     @classmethod
@@ -52,7 +55,8 @@ class EndpointSettings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """These settings as the environment variables a new worker process reads them from."""
         env = {ENV_MODEL_VERSION: self.model_version, ENV_MAX_RECORDS: str(self.max_records),
-               ENV_RELOAD_SECONDS: str(self.reload_seconds), ENV_REGISTRY_DIR: str(self.registry_dir)}
+               ENV_RELOAD_SECONDS: str(self.reload_seconds), ENV_REGISTRY_DIR: str(self.registry_dir),
+               ENV_COLLECT_DATA: "true" if self.collect_data else "false"}
         if self.api_key is not None:
             env[ENV_API_KEY] = self.api_key.get_secret_value()
         return env

@@ -107,6 +107,11 @@ def local_endpoints_dir() -> Path:
     return _path("LOCAL_ENDPOINTS_DIR", ROOT / "local_endpoints")
 
 
+def collected_dir() -> Path:
+    """The data collector's root (the online endpoint's collected inputs and outputs)."""
+    return _path("DATA_COLLECTOR_DIR", ROOT / "collected")
+
+
 def data_csv() -> Path:
     return _path("TRAINING_DATA", ROOT / "day1_breast_cancer.csv")
 

@@ -34,6 +34,7 @@ def pytest_configure(config):
         "CURATED_DIR": "curated-default",
         "LOGS_DIR": "logs-default",
         "REPORTS_DIR": "reports-default",
+        "DATA_COLLECTOR_DIR": "collected-default",
         "TRAINING_DATA": "day1_breast_cancer.csv",
     }
     for key, name in defaults.items():
@@ -124,6 +125,22 @@ def sample_records(service) -> list[dict]:
     from score import sample_records as sample
 
     return sample(20, data_path=Path("/nonexistent"), features=service.features)
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """An empty folder nobody can write into: a read-only tmpfs when running as root (root
+    ignores file modes), else a folder with mode 0555."""
+    root = tmp_path / "read-only"
+    root.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(root)], check=True)
+        yield root
+        subprocess.run(["umount", str(root)], check=True)
+    else:
+        os.chmod(root, 0o555)
+        yield root
+        os.chmod(root, 0o755)
 
 
 # ----- Azurite (blob storage emulator) from the npm package --------------------------------------

@@ -409,7 +409,8 @@ def test_with_a_key_every_path_but_health_and_ready_needs_it(serve):
 def test_settings_travel_to_workers_through_their_environment_names(monkeypatch, tmp_path):
     import endpoint_settings
 
-    for name in ("SCORING_API_KEY", "MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS"):
+    for name in ("SCORING_API_KEY", "MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS",
+                 "SCORING_COLLECT_DATA"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(tmp_path / "reg"))
     defaults = endpoint_settings.load()
@@ -419,7 +420,7 @@ def test_settings_travel_to_workers_through_their_environment_names(monkeypatch,
                                     registry_dir=tmp_path / "other")
     env = chosen.to_env()
     assert env == {"MODEL_VERSION": "v001", "SCORING_MAX_RECORDS": "7", "SCORING_RELOAD_SECONDS": "0.5",
-                   "LOCAL_REGISTRY_DIR": str(tmp_path / "other")}
+                   "LOCAL_REGISTRY_DIR": str(tmp_path / "other"), "SCORING_COLLECT_DATA": "false"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert endpoint_settings.load() == chosen  # what a worker reads back is what the CLI chose

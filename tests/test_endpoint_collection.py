@@ -1,0 +1,129 @@
+"""The endpoint's data collection: --collect-data, x-request-id, rejected inputs, SIGTERM, failures that cost no request."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import app_score_api
+from conftest import ApiServer
+from scripts.azurite import Azurite
+
+PREFIX = "modelDataCollector/local-endpoint/default"
+
+
+def lines(root: Path, collection: str) -> list[dict]:
+    found = []
+    for path in sorted((root / PREFIX / collection).rglob("*.jsonl")):
+        found += [json.loads(x) for x in path.read_text().splitlines()]
+    return found
+
+
+@pytest.fixture()
+def collected(tmp_path, monkeypatch):
+    root = tmp_path / "collected"
+    monkeypatch.setenv("DATA_COLLECTOR_DIR", str(root))
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    monkeypatch.delenv("SCORING_COLLECT_DATA", raising=False)
+    return root
+
+
+def client(registry: Path, collect: bool = True) -> TestClient:
+    return TestClient(app_score_api.create_app(registry_dir=registry, collect_data=collect))
+
+
+def test_requests_are_collected_with_their_request_ids(trained_registry, collected, sample_records):
+    with client(trained_registry) as api:
+        given = api.post("/predict", json={"records": sample_records[:3]}, headers={"x-request-id": "caller-42"})
+        fresh = api.post("/predict", json={"records": sample_records[3:4]})
+    assert given.status_code == fresh.status_code == 200
+    assert given.headers["x-request-id"] == "caller-42"
+    uuid.UUID(fresh.headers["x-request-id"])  # a new id when the caller sent none
+    inputs, outputs = lines(collected, "model_inputs"), lines(collected, "model_outputs")
+    assert [e["xrequestid"] for e in inputs] == [e["xrequestid"] for e in outputs] == ["caller-42",
+                                                                                     fresh.headers["x-request-id"]]
+    assert inputs[0]["data"] == sample_records[:3]
+    assert outputs[0]["data"] == [{"prediction": r["prediction"], "probability": r["probability"]}
+                                  for r in given.json()["results"]]
+    for i, o in zip(inputs, outputs):
+        assert i["correlationid"] == o["correlationid"] and len(i["data"]) == len(o["data"])
+        assert i["modelversion"] == o["modelversion"] == given.headers["x-model-version"]
+        assert i["source"] == "/onlineEndpoints/local-endpoint/deployments/default"
+
+
+def test_rejected_records_are_collected_as_inputs_only(trained_registry, collected, sample_records):
+    bad = [dict(sample_records[0], **{"mean radius": "big"})]
+    with client(trained_registry) as api:
+        answer = api.post("/predict", json={"records": bad})
+    assert answer.status_code == 422 and answer.headers["x-request-id"]
+    assert [e["data"] for e in lines(collected, "model_inputs")] == [bad]
+    assert lines(collected, "model_outputs") == []
+
+
+def test_nothing_is_collected_without_the_flag(trained_registry, collected, sample_records):
+    with client(trained_registry, collect=False) as api:
+        answer = api.post("/predict", json={"records": sample_records[:1]}, headers={"x-request-id": "r1"})
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "r1"
+    assert not collected.exists()
+
+
+def test_an_unusable_request_id_is_replaced(trained_registry, collected, sample_records):
+    with client(trained_registry) as api:
+        answer = api.post("/predict", json={"records": sample_records[:1]}, headers={"x-request-id": "x" * 500})
+    assert answer.status_code == 200
+    uuid.UUID(answer.headers["x-request-id"])
+
+
+def test_a_read_only_collection_folder_fails_no_request(trained_registry, read_only_dir, monkeypatch, sample_records):
+    monkeypatch.setenv("DATA_COLLECTOR_DIR", str(read_only_dir))
+    with client(trained_registry) as api:
+        codes = [api.post("/predict", json={"records": sample_records[:2]}).status_code for _ in range(30)]
+        collection = api.app.state.collection
+    assert codes == [200] * 30
+    stats = collection.collectors["default"].stats()
+    assert stats["sampled"] == 30 and stats["lost_model_inputs"] == stats["lost_model_outputs"] == 30
+    assert stats["write_failures"] >= 2
+
+
+def test_azurite_stopped_mid_traffic_fails_no_request(trained_registry, tmp_path, monkeypatch, sample_records):
+    azurite = Azurite(tmp_path / "azurite", in_memory=True, log=tmp_path / "azurite.log")
+    azurite.start()
+    monkeypatch.setenv("STORAGE_BACKEND", "blob")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    try:
+        with client(trained_registry) as api:
+            collection = api.app.state.collection.collectors["default"]
+            first = [api.post("/predict", json={"records": sample_records[:1]}).status_code for _ in range(20)]
+            assert collection.flush() == 40
+            azurite.stop()
+            second = [api.post("/predict", json={"records": sample_records[:1]}).status_code for _ in range(20)]
+    finally:
+        azurite.stop()
+    assert first + second == [200] * 40
+    stats = collection.stats()
+    assert stats["written_model_inputs"] == 20 and stats["lost_model_inputs"] == 20
+    assert stats["write_failures"] >= 2
+
+
+def test_sigterm_writes_what_is_queued(trained_registry, tmp_path, sample_records):
+    root = tmp_path / "collected"
+    server = ApiServer(trained_registry, tmp_path / "server.log", {"DATA_COLLECTOR_DIR": str(root)}, "--collect-data")
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            ids = [http.post("/predict", json={"records": sample_records[:2]}).headers["x-request-id"]
+                   for _ in range(25)]
+        server.proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully (lifespan included), then re-raises the signal it caught.
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+    assert "Application shutdown complete." in (tmp_path / "server.log").read_text()
+    assert [e["xrequestid"] for e in lines(root, "model_inputs")] == ids
+    assert [e["xrequestid"] for e in lines(root, "model_outputs")] == ids
