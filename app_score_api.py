@@ -1,25 +1,22 @@
 """The online endpoint: FastAPI around score.py, a local managed online endpoint.
 
-Reads model versions from the local registry ($LOCAL_REGISTRY_DIR or ./local_registry) and
-serves the latest one, or the version pinned by --model-version / $MODEL_VERSION. A version
-registered while the app runs is served within about a second, without a restart; requests
-already in flight finish on the version they started with. One log line per request goes to
-stderr. With --collect-data it also keeps every request's inputs and outputs as Azure's data
-collector does (endpoint_collection.py, collector.py; $DATA_COLLECTOR_DIR, default collected/);
-otherwise it writes nothing to disk. Every /predict answer carries `x-request-id` (the caller's,
-or a new one).
+Reads model versions from the local registry ($LOCAL_REGISTRY_DIR or ./local_registry). Plain,
+it serves the latest version, or the one pinned by --model-version / $MODEL_VERSION; with
+--endpoint FILE it serves that endpoint YAML's deployments with Azure's routing, traffic split,
+mirror, request limits and status codes, the traffic changed live by `python endpoint.py update`
+(docs/online-endpoint.md). A version registered while the app runs is served within about a
+second; requests in flight finish on the version they started with. One log line per request
+goes to stderr; with data collection on (--collect-data, or a deployment's data_collector) the
+inputs and outputs are kept as Azure's data collector does; nothing else is written.
 
-    python app_score_api.py --host 127.0.0.1 --port 8000 [--workers N] [--collect-data]
+    python app_score_api.py --host 127.0.0.1 --port 8000 [--workers N] [--endpoint azureml/online/endpoint.yml]
     uvicorn app_score_api:app --host 127.0.0.1 --port 8000 --no-access-log
 
-Routes: POST /predict, GET /health (liveness), GET /ready (readiness), GET /model, GET /docs
-(Swagger UI served from the app itself, so it works offline). This module is the wiring (app,
-routes, CLI); which model answers is serving.py's, the settings are endpoint_settings.py's, the
-request log, key guard and JSON fast path endpoint_http.py's, the documented shapes endpoint_schemas.py's,
-data collection endpoint_collection.py's.
-
-Azure ML counterpart: a managed online endpoint with key auth and one deployment; the served
-version is in the `x-model-version` header (Azure routes by `azureml-model-deployment`).
+Routes: POST /predict, GET /health (liveness), GET /ready (readiness), GET /model, GET /metrics
+(Prometheus), GET /docs (Swagger UI, offline). This module is the wiring; which deployment answers
+is serving.py's and endpoint_router.py's, /predict endpoint_predict.py's, the settings
+endpoint_settings.py's, the log, key guard and JSON endpoint_http.py's, the schemas
+endpoint_schemas.py's, metrics endpoint_metrics.py's, data collection endpoint_collection.py's.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import logging
 import os
 import sys
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,71 +40,22 @@ from fastapi.staticfiles import StaticFiles
 
 import endpoint_settings
 import settings
-from endpoint_collection import REQUEST_ID_HEADER, Collection, request_id
-from endpoint_http import ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, note, parse, score
+from endpoint_collection import Collection
+from endpoint_http import ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, note
+from endpoint_metrics import InFlight, Metrics
+from endpoint_predict import VERSION_HEADER, mirror_copy, predict
+from endpoint_router import Mirror
 from endpoint_schemas import (EXAMPLE_RECORD, NOT_READY, PREDICT_DOC, SECURED, UNAUTHORIZED, HealthResponse,
                               ModelResponse, ReadyResponse, openapi)
-from endpoint_settings import ENV_COLLECT_DATA, ENV_MAX_RECORDS, ENV_MODEL_VERSION, ENV_RELOAD_SECONDS
+from endpoint_settings import ENV_COLLECT_DATA, ENV_ENDPOINT, ENV_MAX_RECORDS, ENV_MODEL_VERSION, ENV_RELOAD_SECONDS
+from endpoint_spec import EndpointSpecError, effective, load_endpoint
 from registry import RegistryError, parse_version_spec
-from score import RecordError, ScoringError, extract_records
-from serving import NO_MODEL, Endpoint
+from serving import NO_MODEL, Endpoint, model_info
 
 __all__ = ["EXAMPLE_RECORD", "NO_MODEL", "app", "create_app", "main"]
 
-VERSION_HEADER = "x-model-version"
-# Larger requests are validated and scored off the event loop so small ones keep flowing.
-THREAD_OFFLOAD_RECORDS = 500
 
 # ----- routes (the API key is checked by endpoint_http.ApiKeyGuard, before any of them) --
-async def predict(request: Request) -> Response:
-    # The body is parsed and validated here rather than by pydantic: per-record models and
-    # DataFrames cost more than the model itself. score.ModelService does the validation.
-    endpoint: Endpoint = request.app.state.serving
-    rid = request_id(request.headers)
-    deployment, service = endpoint.service_for(request)  # this request's version, whatever is swapped in meanwhile
-    if service is None:
-        return error(503, deployment.reason, {REQUEST_ID_HEADER: rid})
-    note(request, model=service.version)
-    headers = {VERSION_HEADER: service.version, REQUEST_ID_HEADER: rid}
-    limit = endpoint.max_body_bytes
-    too_large = "request body too large: {} bytes (at most {}; send at most {} records per request)"
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return error(413, too_large.format(declared, limit, endpoint.max_records), headers)
-    body = await request.body()
-    if len(body) > limit:
-        return error(413, too_large.format(len(body), limit, endpoint.max_records), headers)
-    try:
-        payload = parse(body)
-    except ValueError as exc:
-        return error(400, f"request body is not valid JSON: {exc}", headers)
-    except RecursionError:
-        return error(400, "request body is not valid JSON: nested too deeply", headers)
-    if not isinstance(payload, dict):
-        kind = "a list" if isinstance(payload, list) else type(payload).__name__
-        return error(422, f'request body must be a JSON object {{"records": [...]}}, got {kind}', headers)
-    try:
-        records = extract_records(payload)
-    except ScoringError as exc:
-        return error(422, str(exc), headers)
-    count = len(records)
-    note(request, records=count)
-    if count > endpoint.max_records:
-        return error(413, f"too many records: {count} (at most {endpoint.max_records} per request; "
-                          f"split the batch)", headers)
-    record = request.app.state.collection.recorder(deployment.name, rid, service.version)
-    try:
-        if count > THREAD_OFFLOAD_RECORDS:
-            answer = await asyncio.to_thread(score, service, records, body, record)
-        else:
-            answer = score(service, records, body, record)
-    except RecordError as exc:
-        if record is not None:
-            record(records, None, None)  # rejected inputs are collected too: they are what data quality sees
-        return error(422, str(exc), headers, record=exc.index, feature=exc.feature)
-    return Response(answer, media_type="application/json", headers=headers)
-
-
 async def docs(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url=request.app.openapi_url, title=request.app.title + " - docs",
@@ -120,7 +69,11 @@ async def health() -> Response:
 
 
 async def ready(request: Request) -> Response:
-    deployment, service = request.app.state.serving.service_for(request)
+    endpoint: Endpoint = request.app.state.serving
+    if endpoint.spec is not None:  # ready when every deployment with traffic above 0 has its model
+        body = endpoint.readiness()
+        return json_response(body, 200 if body["status"] == "ready" else 503)
+    deployment, service = endpoint.service_for(None)
     if service is None:
         return json_response({"status": "not ready", "detail": deployment.reason}, 503)
     note(request, model=service.version)
@@ -129,14 +82,19 @@ async def ready(request: Request) -> Response:
 
 
 async def model(request: Request) -> Response:
-    deployment, service = request.app.state.serving.service_for(request)
+    endpoint: Endpoint = request.app.state.serving
+    if endpoint.spec is not None:  # every deployment: its traffic, its version and that version's model
+        return json_response(endpoint.overview())
+    deployment, service = endpoint.service_for(None)
     if service is None:
         return error(503, deployment.reason)
     note(request, model=service.version)
     return json_response({"model_version": service.version, "pinned": deployment.pinned is not None,
-                          "positive_class": service.positive_class, "feature_schema": service.schema.to_list(),
-                          "metadata": service.metadata, "metrics": service.metrics},
-                         headers={VERSION_HEADER: service.version})
+                          **model_info(service)}, headers={VERSION_HEADER: service.version})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=Metrics.content_type)
 
 
 # ----- the app ---------------------------------------------------------------------------
@@ -147,11 +105,17 @@ def _lifespan(**overrides: Any):
     async def lifespan(app: FastAPI):
         ensure_log_handler()
         config = endpoint_settings.load(**overrides)
-        endpoint = Endpoint.from_settings(config)
+        if config.endpoint is not None:  # EndpointSpecError stops the start, naming file and field
+            endpoint = Endpoint.from_spec(load_endpoint(config.endpoint, config.registry_dir), config)
+        else:
+            endpoint = Endpoint.from_settings(config)
         endpoint.start()
         collection = Collection.for_endpoint(endpoint, collect_plain=config.collect_data)
         collection.start()
         app.state.collection = collection
+        app.state.metrics = Metrics(collection.exporter(), InFlight(endpoint.deployments))
+        mirror = app.state.mirror = Mirror(partial(mirror_copy, app), app.state.metrics.dropped)
+        mirror.start()
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # generations so a collection during a request does not walk it (shorter latency tails).
         gc.collect()
@@ -163,6 +127,7 @@ def _lifespan(**overrides: Any):
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
+            await mirror.stop()
             await asyncio.to_thread(collection.stop)  # what is still queued is written (SIGTERM included)
 
     return lifespan
@@ -170,7 +135,7 @@ def _lifespan(**overrides: Any):
 
 def create_app(registry_dir: Path | str | None = None, model_version: str | None = None,
                max_records: int | None = None, reload_seconds: float | None = None,
-               collect_data: bool | None = None) -> FastAPI:
+               collect_data: bool | None = None, endpoint: Path | str | None = None) -> FastAPI:
     """The endpoint. Arguments left as None are read from the environment when the app starts."""
     app = FastAPI(
         title="Risk classifier online endpoint",
@@ -178,7 +143,7 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
                     "Azure ML managed online endpoint).",
         version="1.0", docs_url=None, redoc_url=None,
         lifespan=_lifespan(registry_dir=registry_dir, model_version=model_version, max_records=max_records,
-                           reload_seconds=reload_seconds, collect_data=collect_data),
+                           reload_seconds=reload_seconds, collect_data=collect_data, endpoint=endpoint),
     )
     app.add_middleware(ApiKeyGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
@@ -187,6 +152,8 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
     app.add_api_route("/health", health, response_model=HealthResponse, summary="Liveness: the process answers")
     app.add_api_route("/ready", ready, response_model=ReadyResponse, summary="Readiness: a model is loaded",
                       responses={503: {"description": "no model loaded", "model": ReadyResponse}})
+    app.add_api_route("/metrics", metrics, summary="Prometheus metrics (per worker process)",
+                      responses={401: UNAUTHORIZED}, openapi_extra=SECURED)
     app.add_api_route("/model", model, response_model=ModelResponse, summary="The served version's metadata "
                       "and metrics", responses={401: UNAUTHORIZED, 503: NOT_READY}, openapi_extra=SECURED)
     app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path, check_dir=False),
@@ -218,6 +185,10 @@ def build_parser(env: endpoint_settings.EndpointSettings | None = None) -> argpa
     parser.add_argument("--collect-data", action="store_true", default=env.collect_data,
                         help=f"collect every request's inputs and outputs as Azure's data collector does, under "
                              f"$DATA_COLLECTOR_DIR or collected/ (env {ENV_COLLECT_DATA})")
+    parser.add_argument("--endpoint", type=Path, default=env.endpoint,
+                        help=f"serve this endpoint YAML's deployments with its traffic (e.g. azureml/online/endpoint.yml; "
+                             f"changed live by python endpoint.py update); --model-version then does not apply "
+                             f"(env {ENV_ENDPOINT})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level; info logs one line per request")
     return parser
@@ -250,7 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = endpoint_settings.load(
         registry_dir=(args.registry_dir or env.registry_dir).resolve(), model_version=args.model_version,
-        max_records=args.max_records, reload_seconds=args.reload_seconds, collect_data=args.collect_data)
+        max_records=args.max_records, reload_seconds=args.reload_seconds, collect_data=args.collect_data,
+        endpoint=args.endpoint.resolve() if args.endpoint else None)
+    try:  # a bad endpoint spec or traffic state: no server, one line saying why
+        if config.endpoint is not None:
+            effective(load_endpoint(config.endpoint, config.registry_dir))
+    except EndpointSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     os.environ.update(config.to_env())  # workers import the app afresh and read these back
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

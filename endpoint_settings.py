@@ -6,6 +6,7 @@
     SCORING_RELOAD_SECONDS  how often the registry is polled for a new version (default 1)
     LOCAL_REGISTRY_DIR      the registry folder (default ./local_registry)
     SCORING_COLLECT_DATA    1/true: the plain endpoint collects its inputs and outputs (collector.py)
+    SCORING_ENDPOINT        an endpoint YAML (azureml/online/endpoint.yml): serve its deployments and traffic
 
 The CLI starts uvicorn workers that import the app afresh: it hands its flags over as these same
 environment variables (`EndpointSettings.to_env`), and each worker reads them back here.
@@ -29,6 +30,7 @@ ENV_MAX_RECORDS = "SCORING_MAX_RECORDS"
 ENV_RELOAD_SECONDS = "SCORING_RELOAD_SECONDS"
 ENV_REGISTRY_DIR = "LOCAL_REGISTRY_DIR"
 ENV_COLLECT_DATA = "SCORING_COLLECT_DATA"
+ENV_ENDPOINT = "SCORING_ENDPOINT"
 
 # What a bad value is told, by environment name (pydantic's own wording names no variable).
 _EXPECTED = {ENV_MAX_RECORDS: "a whole number, at least 1", ENV_RELOAD_SECONDS: "a positive number of seconds"}
@@ -46,11 +48,12 @@ class EndpointSettings(BaseSettings):
     reload_seconds: float = Field(default=DEFAULT_RELOAD_SECONDS, gt=0, alias=ENV_RELOAD_SECONDS)
     registry_dir: Path = Field(default_factory=settings.registry_dir, alias=ENV_REGISTRY_DIR)
     collect_data: bool = Field(default=False, alias=ENV_COLLECT_DATA)
+    endpoint: Path | None = Field(default=None, alias=ENV_ENDPOINT)
 
-    @field_validator("registry_dir")
+    @field_validator("registry_dir", "endpoint")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     def to_env(self) -> dict[str, str]:
         """These settings as the environment variables a new worker process reads them from."""
@@ -59,6 +62,8 @@ class EndpointSettings(BaseSettings):
                ENV_COLLECT_DATA: "true" if self.collect_data else "false"}
         if self.api_key is not None:
             env[ENV_API_KEY] = self.api_key.get_secret_value()
+        if self.endpoint is not None:
+            env[ENV_ENDPOINT] = str(self.endpoint)
         return env
 
 
