@@ -98,7 +98,9 @@ def test_the_projects_endpoint_loads_with_its_two_deployments(tmp_path):
         settings = (item.instance_count, item.request_timeout_ms, item.max_concurrent_requests_per_instance)
         assert settings == (1, 5000, 16)
         assert item.max_in_flight == 32 > 8  # the benchmark's concurrency never meets a 429
-        assert item.data_collector is None
+        assert item.data_collector == {
+            "collections": {"model_inputs": {"enabled": "True"}, "model_outputs": {"enabled": "True"}},
+            "sampling_rate": 1.0, "rolling_rate": "Hour"}
     assert blue.source == ROOT / "azureml" / "online" / "blue-deployment.yml"
     assert spec.source == ROOT / "azureml" / "online" / "endpoint.yml" and spec.registry_dir == registry
 
