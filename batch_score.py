@@ -23,6 +23,7 @@ once and `run(mini_batch)` takes a list of file paths and returns a DataFrame of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -39,6 +40,7 @@ import numpy as np
 import cli
 import settings
 import storage
+from exact_sum import ExactSum
 from registry import RegistryError
 from feature_schema import encode_columns, text_reason
 from score import ModelService, load_service
@@ -62,7 +64,7 @@ class BatchRowError(BatchError):
     """One cell is not a usable feature value; `row` is the data row number (header excluded)."""
 
     def __init__(self, source: str, row: int, column: str, value: str, reason: str):
-        self.source, self.row, self.column, self.value = source, row, column, value
+        self.source, self.row, self.column, self.value, self.reason = source, row, column, value, reason
         super().__init__(f"{source}: row {row} (file line {row + 1}), column {column!r}: {reason}")
 
 
@@ -205,7 +207,6 @@ def _scored_batches(reader, positions: list[int], service: ModelService, source_
                     fail) -> Iterator[ScoredChunk]:
     import pyarrow as pa
 
-    version = np.array([service.version])
     done = 0
     while True:
         try:
@@ -214,16 +215,20 @@ def _scored_batches(reader, positions: list[int], service: ModelService, source_
             break
         except pa.ArrowInvalid as exc:
             raise fail(exc, done) from None
-        n = batch.num_rows
-        if n == 0:
-            continue
-        if not service.schema.plain_numbers:
-            matrix = _schema_matrix(batch, positions, service.schema, source_name, done)
-            predictions, scores = service.predict(matrix)
-            yield ScoredChunk(_with_outputs(batch, predictions, scores, version), matrix, predictions, scores, done + 1)
-            done += n
-            continue
-        matrix = np.empty((n, len(positions)), dtype=np.float64, order="F")
+        if batch.num_rows:
+            yield score_batch(batch, positions, service, source_name, done)
+            done += batch.num_rows
+
+
+def score_batch(batch, positions: list[int], service: ModelService, source_name: str, done: int) -> ScoredChunk:
+    """Validate and score one block of text columns (data rows done + 1 ...); both engines use it."""
+    import pyarrow as pa
+
+    version = np.array([service.version])
+    if not service.schema.plain_numbers:
+        matrix = _schema_matrix(batch, positions, service.schema, source_name, done)
+    else:
+        matrix = np.empty((batch.num_rows, len(positions)), dtype=np.float64, order="F")
         try:
             for j, pos in enumerate(positions):
                 matrix[:, j] = _to_float(batch.column(pos))
@@ -233,9 +238,8 @@ def _scored_batches(reader, positions: list[int], service: ModelService, source_
         if not valid:  # name the first bad cell: the schema's general path says which and why
             _schema_matrix(batch, positions, service.schema, source_name, done)
             raise BatchError(f"{source_name}: cannot read the feature values after row {done}")
-        predictions, scores = service.predict(matrix)
-        yield ScoredChunk(_with_outputs(batch, predictions, scores, version), matrix, predictions, scores, done + 1)
-        done += n
+    predictions, scores = service.predict(matrix)
+    return ScoredChunk(_with_outputs(batch, predictions, scores, version), matrix, predictions, scores, done + 1)
 
 
 def _with_outputs(batch, predictions: np.ndarray, scores: np.ndarray, version: np.ndarray):
@@ -278,13 +282,23 @@ def _header_line(names: list[str]) -> bytes:
 
 
 def _write_chunk(table, sink: BinaryIO, text_columns: list[int]) -> None:
-    """Append a chunk's rows as CSV; quote only when a text cell needs it (as csv would)."""
+    """Append a chunk's rows as CSV; a row's text is quoted only when one of its cells needs it.
+
+    Deciding row by row (not chunk by chunk) keeps the bytes independent of where chunks or
+    Spark partitions start.
+    """
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    needs = any(pc.any(pc.match_substring_regex(table.column(i), _NEEDS_QUOTES)).as_py() for i in text_columns)
-    options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if needs else "none")
-    pacsv.write_csv(table, sink, options)
+    needs = [pc.match_substring_regex(table.column(i), _NEEDS_QUOTES) for i in text_columns]
+    flags = np.zeros(table.num_rows, dtype=bool)
+    for mask in needs:
+        if pc.any(mask).as_py():
+            flags |= mask.to_numpy(zero_copy_only=False)
+    cuts = [0, *(np.flatnonzero(np.diff(flags)) + 1).tolist(), table.num_rows]
+    for start, end in zip(cuts[:-1], cuts[1:]):
+        options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if flags[start] else "none")
+        pacsv.write_csv(table.slice(start, end - start), sink, options)
 
 
 class _Progress:
@@ -320,7 +334,7 @@ def score_stream(source: BinaryIO, sink: BinaryIO, service: ModelService, *,
     """
     started = time.perf_counter()
     rows = positives = 0
-    low, high, total = np.inf, -np.inf, 0.0
+    low, high, total = np.inf, -np.inf, ExactSum()  # exact, so the Spark engine's partial sums give the same mean
     progress = _Progress(source, source_name, total_bytes)
     names, chunks = open_scored(source, service, source_name=source_name, block_size=block_size)
     sink.write(_header_line(names + list(OUTPUT_COLUMNS)))
@@ -336,12 +350,12 @@ def score_stream(source: BinaryIO, sink: BinaryIO, service: ModelService, *,
         rows += n
         positives += int(chunk.predictions.sum())
         low, high = min(low, float(chunk.scores.min())), max(high, float(chunk.scores.max()))
-        total += float(chunk.scores.sum())
+        total.add(chunk.scores)
         progress.update(rows)
     return BatchSummary(
         input=source_name, output=sink_name, row_count=rows,
         min_score=low if rows else None, max_score=high if rows else None,
-        mean_score=total / rows if rows else None, predicted_positive=positives,
+        mean_score=total.mean(rows), predicted_positive=positives,
         model_version=service.version, duration_s=round(time.perf_counter() - started, 3),
     )
 
@@ -428,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_storage_option(parser, help_text="zones for --date (default: $STORAGE_BACKEND, else local)")
     cli.add_registry_options(parser)
     parser.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="bytes of CSV per chunk")
+    parser.add_argument("--engine", choices=("stream", "spark"), default="stream",
+                        help="stream: this process, in chunks; spark: PySpark, same output (docs/spark.md)")
+    parser.add_argument("--spark-master", default=None,
+                        help="Spark master for --engine spark (default: $SPARK_MASTER, else local[*])")
     return parser
 
 
@@ -440,26 +458,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --input (with --output) or --date")
     if args.block_size < 4096:
         parser.error("--block-size must be at least 4096")
+    errors: list[type[Exception]] = [RegistryError, storage.StorageError, BatchError, cli.UsageError]
     try:
-        service = ModelService.from_registry(args.registry_dir, args.model_version)
-        if args.date is not None:
-            day = cli.parse_date(args.date)
-            store = storage.get_storage(args.storage)
-            summary = score_named(store, storage.raw_name(day), storage.curated_name(day), service,
-                                  block_size=args.block_size)
-        else:
-            output = args.output
-            if output is None:
-                day = storage.date_of(args.input.name)
-                if day is None or not args.input.name.startswith(storage.RAW_PREFIX):
-                    raise BatchError("--output is required unless --input is named new_data_YYYYMMDD.csv")
-                output = settings.curated_dir() / storage.curated_name(day)
-            summary = score_file(args.input, output, service, block_size=args.block_size)
-    except (RegistryError, storage.StorageError, BatchError, cli.UsageError) as exc:
+        with contextlib.ExitStack() as stack:
+            summary = _run(args, stack, errors)
+    except tuple(errors) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary.to_dict(), indent=2))
     return 0
+
+
+def _run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: list) -> BatchSummary:
+    service = ModelService.from_registry(args.registry_dir, args.model_version)
+    one_file, one_day = score_file, score_named
+    if args.engine == "spark":
+        import spark_engine  # imports this file under its module name: catch that copy's errors too
+
+        errors.append(spark_engine.batch_score.BatchError)
+        engine = stack.enter_context(spark_engine.SparkEngine(args.spark_master))
+        one_file, one_day = engine.score_file, engine.score_named
+    if args.date is not None:
+        day = cli.parse_date(args.date)
+        return one_day(storage.get_storage(args.storage), storage.raw_name(day), storage.curated_name(day),
+                       service, block_size=args.block_size)
+    output = args.output
+    if output is None:
+        day = storage.date_of(args.input.name)
+        if day is None or not args.input.name.startswith(storage.RAW_PREFIX):
+            raise BatchError("--output is required unless --input is named new_data_YYYYMMDD.csv")
+        output = settings.curated_dir() / storage.curated_name(day)
+    return one_file(args.input, output, service, block_size=args.block_size)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,29 @@ class _Reservoir:
     def values(self) -> np.ndarray:
         return self.buffer[: min(self.seen, self.size)]
 
+    def merge(self, other: "_Reservoir") -> None:
+        """Add a sample of rows that followed: both samples whole while they fit (so the result is
+        what one pass would keep), else a uniform sample of both (a hypergeometric split)."""
+        mine, theirs = self.values().copy(), other.values()
+        total = self.seen + other.seen
+        self.buffer = np.empty((self.size, self.buffer.shape[1]), dtype=np.float64)
+        if total <= self.size:
+            self.buffer[:total] = np.concatenate([mine, theirs])
+        else:
+            take = int(self.rng.hypergeometric(self.seen, other.seen, self.size))
+            self.buffer[:take] = mine[self.rng.choice(len(mine), take, replace=False)]
+            self.buffer[take:] = theirs[self.rng.choice(len(theirs), self.size - take, replace=False)]
+        self.seen = total
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the filled rows only
+        return {**self.__dict__, "buffer": self.values().copy()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        buffer = np.empty((self.size, state["buffer"].shape[1]), dtype=np.float64)
+        buffer[:len(state["buffer"])] = state["buffer"]
+        self.buffer = buffer
+
 
 @dataclass
 class DriftResult:
@@ -211,6 +234,33 @@ class DriftAccumulator:
             self._score_sum += float(ok.sum())
             self._score_rows += ok.size
             self._score_reservoir.add(ok.reshape(-1, 1))
+
+    def merge(self, other: "DriftAccumulator") -> "DriftAccumulator":
+        """Add the rows another accumulator saw (a later part of the same run, e.g. a Spark partition).
+
+        Counts and rates add up exactly; the samples behind the Wasserstein and KS figures are
+        joined whole up to the reservoir's size (equal to one pass over the run), beyond it into
+        a uniform sample of both.
+        """
+        if other.features != self.features or len(other._score_hist) != len(self._score_hist):
+            raise MonitoringError("can only merge accumulators built from the same profile")
+        self._count_matrix += other._count_matrix
+        self._nulls += other._nulls
+        self._oob += other._oob
+        self._sum += other._sum
+        self.rows += other.rows
+        self._reservoir.merge(other._reservoir)
+        if self._score_counts is not None and other._score_counts is not None:
+            self._score_counts += other._score_counts
+        self._score_hist += other._score_hist
+        self._score_sum += other._score_sum
+        self._score_rows += other._score_rows
+        self._score_reservoir.merge(other._score_reservoir)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the profile (a partial travels to a receiver that has it)."""
+        return {**self.__dict__, "profile": None}
 
     def _bin_all(self, matrix: np.ndarray, finite_counts: np.ndarray) -> np.ndarray:
         """Bin counts of every feature (rows x features, non-finite values already NaN)."""
@@ -327,6 +377,16 @@ class DriftMonitor:
         try:
             self.accumulator.update(matrix, scores)
         except Exception as exc:  # never let monitoring stop the scoring
+            self.problem, self.accumulator = f"{type(exc).__name__}: {exc}", None
+            log.warning("drift monitoring stopped for this run: %s", self.problem)
+
+    def merge(self, partial: DriftAccumulator) -> None:
+        """Add a partial accumulator computed elsewhere (a Spark partition); never fails the run."""
+        if self.accumulator is None:
+            return
+        try:
+            self.accumulator.merge(partial)
+        except Exception as exc:
             self.problem, self.accumulator = f"{type(exc).__name__}: {exc}", None
             log.warning("drift monitoring stopped for this run: %s", self.problem)
 

@@ -322,15 +322,24 @@ def _direct_proba(model: Any, width: int):
             return None
         mean = scaler.mean_ if scaler.with_mean else None
         scale = scaler.scale_ if scaler.with_std else None
-        coef_t = np.array(classifier.coef_.T, dtype=np.float64)
-        intercept = np.array(classifier.intercept_, dtype=np.float64)
+        coef = [float(c) for c in classifier.coef_[0]]
+        intercept = float(classifier.intercept_[0])
 
         def direct(matrix: np.ndarray) -> np.ndarray:
             with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf/NaN: the caller checks
                 x = matrix - mean if mean is not None else matrix.copy()
                 if scale is not None:
                     x /= scale
-                return expit((x @ coef_t + intercept).reshape(-1))
+                # The dot product term by term in a fixed order (a BLAS product's last bits depend on
+                # where a row sits in its batch), so a row scores the same bits in any batch: the
+                # streaming and Spark engines write the same file. Python floats for a few rows.
+                if x.shape[0] <= 4:
+                    z = np.array([_dot(intercept, row, coef) for row in x.tolist()], dtype=np.float64)
+                else:
+                    z = np.full(x.shape[0], intercept)
+                    for j, c in enumerate(coef):
+                        z += x[:, j] * c
+                return expit(z)
 
         center = mean if mean is not None else np.zeros(width)
         spread = scale if scale is not None else np.ones(width)
@@ -341,6 +350,14 @@ def _direct_proba(model: Any, width: int):
     except Exception:  # any surprise: fall back to the pipeline itself
         log.debug("direct scoring unavailable; using the pipeline's predict_proba", exc_info=True)
         return None
+
+
+def _dot(start: float, values: list[float], coef: list[float]) -> float:
+    """start + sum of value * coefficient, left to right, each step rounded as numpy rounds it."""
+    total = start
+    for value, c in zip(values, coef):
+        total += value * c
+    return total
 
 
 def extract_records(payload: Any) -> list[Any]:
