@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZ_VENV := .venv-azureml
 AZ_STAMP := $(AZ_VENV)/.installed
+SPARK_STAMP := $(VENV)/.spark-installed
 NODE_STAMP := node_modules/.installed
 
 .DEFAULT_GOAL := help
@@ -27,8 +28,25 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-## Create .venv and install the pinned requirements (done by demo and test when missing)
-install: $(STAMP) $(NODE_STAMP)
+# pyspark into .venv (requirements-spark.txt), once Java 17 or later is there for it to run on.
+$(SPARK_STAMP): requirements-spark.txt | $(STAMP)
+	@$(MAKE) --no-print-directory java
+	$(PY) -m pip install --quiet -r requirements-spark.txt
+	@touch $(SPARK_STAMP)
+
+## Check for Java 17+ (Spark needs it); installs openjdk-17-jre-headless when run as root, else prints the command
+java:
+	@major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1); \
+	if [ -n "$$major" ] && [ "$$major" -ge 17 ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "Java 17 is missing: installing openjdk-17-jre-headless"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; \
+	else \
+		echo "error: Spark needs Java 17 or later; install it with: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; \
+	fi
+
+## Create .venv and install the pinned requirements, pyspark included (done by demo and test when missing)
+install: $(STAMP) $(SPARK_STAMP) $(NODE_STAMP)
 
 $(AZ_STAMP): requirements-azureml.txt
 	@test -x $(AZ_VENV)/bin/python || $(PYTHON) -m venv $(AZ_VENV)
@@ -68,8 +86,16 @@ demo-blob: $(STAMP) $(NODE_STAMP)
 readme-demo: $(STAMP)
 	$(PY) scripts/readme_demo.py
 
+## Three nightly files scored by the Spark engine, the run log and the analysis, in zones of their own
+demo-spark: $(STAMP) $(SPARK_STAMP)
+	@bash scripts/demo_spark.sh
+
+## Benchmark the Spark engine (local[1], local[2]) against the streaming engine and naive pandas (heavy)
+bench-spark: $(STAMP) $(SPARK_STAMP)
+	$(PY) bench/bench_spark.py
+
 ## Run the test suite
-test: $(STAMP) $(AZ_STAMP) $(NODE_STAMP)
+test: $(STAMP) $(SPARK_STAMP) $(AZ_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
 
 ## Train one more model version
@@ -129,4 +155,4 @@ clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo demo-credit demo-blob test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install java demo demo-credit demo-blob demo-spark bench-spark test train registry mlflow-ui diagrams reliability azurite clean

@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -90,11 +91,12 @@ def date_lock(day: dt.date, kind: str, *, wait: bool = False) -> Iterator[None]:
 
 def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunMonitor | None = None,
              wait: bool = False, block_size: int = batch_score.DEFAULT_BLOCK_SIZE,
-             load_error: str | None = None) -> dict[str, Any]:
+             load_error: str | None = None, engine=None) -> dict[str, Any]:
     """Score one date's raw file into the curated zone and log the run; returns the log row.
 
     Expected failures are caught and logged as `failed` rows; they never leave a partial
     curated file. `service` None with `load_error` logs a run that could not load a model.
+    `engine` (a spark_engine.SparkEngine) scores with Spark instead of the streaming scorer.
     """
     started = time.perf_counter()
     timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -119,8 +121,11 @@ def run_date(day: dt.date, store, service: ModelService | None, *, monitor: RunM
                     f"no raw file for {day}: {storage.display(row['input_file'])} does not exist "
                     f"(generate it with: python generate_raw_data.py --date {day})"
                 )
-            summary = batch_score.score_named(store, raw, curated, service, block_size=block_size,
-                                              on_chunk=monitor.on_chunk if monitor is not None else None)
+            if engine is not None:
+                summary = engine.score_named(store, raw, curated, service, monitor=monitor)
+            else:
+                summary = batch_score.score_named(store, raw, curated, service, block_size=block_size,
+                                                  on_chunk=monitor.on_chunk if monitor is not None else None)
     except RunLockedError:
         row.update(status=FAILED, error=f"another run for {day} is in progress; wait for it or pass --wait")
     except (storage.StorageError, batch_score.BatchError, RegistryError) as exc:
@@ -146,8 +151,8 @@ def _discard_partial_output(store, curated: str) -> None:
     """
     if isinstance(store, storage.LocalStorage):
         target = store.path(storage.CURATED, curated)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a folder: the Spark engine's parts
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def _monitor_fields(monitor: RunMonitor | None, summary) -> Mapping[str, Any] | None:
@@ -186,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait for a run of the same date that is in progress instead of refusing")
     parser.add_argument("--block-size", type=int, default=batch_score.DEFAULT_BLOCK_SIZE,
                         help="bytes of CSV scored per chunk")
+    parser.add_argument("--engine", choices=("stream", "spark"), default="stream",
+                        help="stream: this process, in chunks; spark: PySpark, same output and log (docs/spark.md)")
+    parser.add_argument("--spark-master", default=None,
+                        help="Spark master for --engine spark (default: $SPARK_MASTER, else local[*])")
     drift = parser.add_argument_group("drift monitoring thresholds (each also settable by its environment variable)")
     defaults = monitoring.Thresholds()
     drift.add_argument("--psi-warn", type=float, default=None,
@@ -225,7 +234,8 @@ def format_log(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = SHOWN
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging()
-    logging.getLogger("batch_score").setLevel(logging.INFO)  # progress on long files
+    for name in ("batch_score", "spark_engine"):  # progress on long files, the Spark session's start
+        logging.getLogger(name).setLevel(logging.INFO)
     if args.show_log is not None:
         rows = runlog.read()
         if not rows:
@@ -238,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.block_size < 4096:
             raise storage.StorageError("--block-size must be at least 4096")
         store = storage.get_storage(args.storage)
+        if args.engine == "spark":
+            import spark_engine
+
+            spark_engine.check_storage(store)
         thresholds = monitoring.Thresholds.from_env(psi_warn=args.psi_warn, psi_alert=args.psi_alert,
                                                     wasserstein=args.wasserstein_threshold, alpha=args.drift_alpha)
     except (cli.UsageError, storage.StorageError, monitoring.MonitoringError) as exc:
@@ -253,6 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         profile = monitoring.load_reference_profile(args.registry_dir, service.version)
         if profile is None:
             log.warning("drift monitoring is off for model %s", service.version)
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(spark_engine.SparkEngine(args.spark_master)) if args.engine == "spark" else None
+        failed = _run_days(args, days, store, service, load_error, profile, thresholds, engine)
+    if len(days) > 1:
+        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {storage.display(str(runlog.log_path()))}")
+    else:
+        print(f"log: {storage.display(str(runlog.log_path()))}")
+    return 1 if failed else 0
+
+
+def _run_days(args, days, store, service, load_error, profile, thresholds, engine) -> int:
+    """Run and print each date; returns how many failed."""
     failed = 0
     for day in days:
         monitor = None
@@ -260,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             monitor = monitoring.DriftMonitor(profile, thresholds,
                                               monitoring.drift_table_path(settings.logs_dir(), f"{day:%Y%m%d}", store.kind))
         row = run_date(day, store, service, monitor=monitor, wait=args.wait, block_size=args.block_size,
-                       load_error=load_error)
+                       load_error=load_error, engine=engine)
         if row["status"] == SUCCESS:
             print(describe(row))
             drift_line = monitoring.describe_fields(row)
@@ -269,11 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             failed += 1
             print(f"error: {describe(row)}", file=sys.stderr)
-    if len(days) > 1:
-        print(f"{len(days) - failed} of {len(days)} runs succeeded; log: {storage.display(str(runlog.log_path()))}")
-    else:
-        print(f"log: {storage.display(str(runlog.log_path()))}")
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ streaming engine's own validation and score.ModelService, not a second implement
 renders its rows with batch_score's CSV writer and ends with one line holding its partial
 summary and drift profile. Spark writes the partitions into a hidden temporary folder next to
 the output; the driver then merges the partials (batch summary, monitoring.DriftAccumulator)
-and assembles header + partitions, in order, into one file through storage.atomic_write. A
+and assembles header + partitions, in order, into one file through storage.write_file (atomic). A
 killed run leaves only hidden `.NAME.*.tmp` entries, which the pipeline's next run of that
 date removes. A bad cell fails the run naming the file, row, column and value, with no output.
 
@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,9 @@ BLOB_REFUSED = (
 PARTIAL_MARK = b"\x00partial:"
 # The JVM prints this on every start (Spark enables the incubating vector API); it is not news.
 _JVM_NOISE = (b"WARNING: Using incubator modules",)
+# pyspark 4.3 warns about pandas 3 on the driver and in every worker; the engine hands Arrow
+# batches to the scorer and never converts through pandas.
+_PANDAS_NOTICE = "PySpark does not yet fully support pandas"
 
 
 def spark_master(value: str | None = None) -> str:
@@ -97,6 +101,8 @@ def start_session(master: str | None = None, conf: dict[str, str] | None = None)
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}",
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(filter(None, [str(settings.ROOT), os.environ.get("PYTHONPATH")])),
+        "spark.executorEnv.PYTHONWARNINGS": ",".join(
+            filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{_PANDAS_NOTICE}:FutureWarning"])),
         "spark.sql.caseSensitive": "true",  # CSV headers may hold names that differ only in case
         **(conf or {}),
     }
@@ -105,8 +111,10 @@ def start_session(master: str | None = None, conf: dict[str, str] | None = None)
         spark_conf.set(key, value)
     gateway = launch_gateway(spark_conf, popen_kwargs={"stderr": subprocess.PIPE})
     threading.Thread(target=_pump_stderr, args=(gateway.proc.stderr, sys.stderr.buffer), daemon=True).start()
-    SparkContext(conf=spark_conf, gateway=gateway)
-    return SparkSession.builder.getOrCreate()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PANDAS_NOTICE)
+        SparkContext(conf=spark_conf, gateway=gateway)
+        return SparkSession.builder.getOrCreate()
 
 
 class SparkEngine:
@@ -255,7 +263,7 @@ def score_file(spark, input_path: Path, output_path: Path, service: ModelService
         parts = [(part, *_read_partial(part)) for part in _run_job(spark, input_path, scratch, names, service, monitor)]
         partials = sorted((partial for _, partial, _ in parts), key=lambda p: p.partition)
         _raise_first_error(partials, source)
-        with storage.atomic_write(output_path) as sink:
+        with storage.write_file(output_path) as sink:
             sink.write(batch_score._header_line(names + list(batch_score.OUTPUT_COLUMNS)))
             for part, _, rows_end in parts:
                 _copy_rows(part, rows_end, sink)
@@ -290,10 +298,10 @@ def _run_job(spark, input_path: Path, scratch: Path, names: list[str], service: 
     schema = StructType([StructField(name, StringType()) for name in names])
     job = spark.sparkContext.broadcast(_job(input_path, names, service, monitor))
     try:
-        frame = (spark.read.schema(schema).option("header", True).option("escape", '"')
-                 .option("mode", "FAILFAST").option("encoding", "UTF-8").csv(str(input_path.resolve())))
-        with warnings.catch_warnings():  # pyspark's notice about pandas 3 (this path uses Arrow, not pandas)
-            warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PANDAS_NOTICE)
+            frame = (spark.read.schema(schema).option("header", True).option("escape", '"')
+                     .option("mode", "FAILFAST").option("encoding", "UTF-8").csv(str(input_path.resolve())))
             scored = frame.mapInArrow(lambda batches: score_partition(job, batches), "value string")
             scored.write.text(scratch.resolve().as_uri())
     except (PySparkException, Py4JError) as exc:
@@ -311,8 +319,12 @@ def _spark_reason(exc: Exception) -> str:
         record = text.split("Malformed records are detected in record parsing", 1)[-1]
         return "malformed row (not as many values as header columns, or a broken quote): Spark read " + \
             " ".join(record.split())[:160]
+    # A Python worker's failure: its traceback's last line (the exception) says the most.
+    raised = [line for line in re.findall(r"^(\w[\w.]*(?:Error|Exception)\b.*)$", text, re.MULTILINE)
+              if not line.startswith(("org.", "java.", "py4j.", "scala."))]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return "Spark job failed: " + (lines[0][:300] if lines else type(exc).__name__)
+    reason = raised[-1] if raised else lines[0] if lines else type(exc).__name__
+    return "Spark job failed: " + reason[:300]
 
 
 def _read_partial(part: Path) -> tuple[Partial, int]:
@@ -409,4 +421,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the importable module, not __main__: Spark pickles score_partition and Partial by
+    # reference, and its Python workers can import `spark_engine` but not this script's __main__.
+    import spark_engine
+
+    raise SystemExit(spark_engine.main())

@@ -35,6 +35,7 @@ LOADERS = {
     "batchEndpoint.schema.json": azml.load_batch_endpoint,
     "batchDeployment.schema.json": azml.load_batch_deployment,
     "Schedule.json": load_schedule,
+    "sparkJob.schema.json": azml.load_job,
 }
 SCHEDULE_SCHEMA = "http://azureml/sdk-2-0/Schedule.json"
 SPEC_FILES = sorted(p for p in SPECS.rglob("*.yml") if not p.name.endswith("-conda.yml"))
