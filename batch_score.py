@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import numpy as np
 
 import cli
+import csv_rows
 import settings
 import storage
 from exact_sum import ExactSum
@@ -272,35 +272,6 @@ def _to_float(column) -> np.ndarray:
 
 
 # ----- writing -------------------------------------------------------------------------------
-_NEEDS_QUOTES = r'[",\r\n]'
-
-
-def _header_line(names: list[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(names)
-    return buffer.getvalue().encode("utf-8")
-
-
-def _write_chunk(table, sink: BinaryIO, text_columns: list[int]) -> None:
-    """Append a chunk's rows as CSV; a row's text is quoted only when one of its cells needs it.
-
-    Deciding row by row (not chunk by chunk) keeps the bytes independent of where chunks or
-    Spark partitions start.
-    """
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    needs = [pc.match_substring_regex(table.column(i), _NEEDS_QUOTES) for i in text_columns]
-    flags = np.zeros(table.num_rows, dtype=bool)
-    for mask in needs:
-        if pc.any(mask).as_py():
-            flags |= mask.to_numpy(zero_copy_only=False)
-    cuts = [0, *(np.flatnonzero(np.diff(flags)) + 1).tolist(), table.num_rows]
-    for start, end in zip(cuts[:-1], cuts[1:]):
-        options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if flags[start] else "none")
-        pacsv.write_csv(table.slice(start, end - start), sink, options)
-
-
 class _Progress:
     """Logs rows scored every few seconds, with the share of bytes read when the size is known."""
 
@@ -337,15 +308,12 @@ def score_stream(source: BinaryIO, sink: BinaryIO, service: ModelService, *,
     low, high, total = np.inf, -np.inf, ExactSum()  # exact, so the Spark engine's partial sums give the same mean
     progress = _Progress(source, source_name, total_bytes)
     names, chunks = open_scored(source, service, source_name=source_name, block_size=block_size)
-    sink.write(_header_line(names + list(OUTPUT_COLUMNS)))
-    # Text cells that may need quoting: the pass-through columns and category features, and
-    # model_version. Features parsed as numbers cannot hold a comma, a quote or a newline.
-    numbers = {f.name for f in service.schema.features if not f.is_category}
-    text_columns = [i for i, n in enumerate(names) if n not in numbers] + [len(names) + 2]
+    sink.write(csv_rows.header_line(names + list(OUTPUT_COLUMNS)))
+    text_columns = csv_rows.text_columns(names, service.schema)
     for chunk in chunks:
         if on_chunk is not None:
             on_chunk(chunk.matrix, chunk.scores)
-        _write_chunk(chunk.table, sink, text_columns)
+        csv_rows.write_rows(chunk.table, sink, text_columns)
         n = len(chunk.scores)
         rows += n
         positives += int(chunk.predictions.sum())

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import io
 import json
 import logging
@@ -48,6 +47,7 @@ from typing import Any, Iterator
 import numpy as np
 
 import batch_score
+import csv_rows
 import monitoring
 import settings
 import storage
@@ -232,7 +232,7 @@ def score_partition(job_broadcast, batches: Iterator[Any]) -> Iterator[Any]:
             chunk = batch_score.score_batch(_as_text(batch), job["positions"], service, job["source"], partial.rows)
             partial.add(chunk)
             text = io.BytesIO()
-            batch_score._write_chunk(chunk.table, text, job["text_columns"])
+            csv_rows.write_rows(chunk.table, text, job["text_columns"])
             # Spark's text writer ends every value with a newline: hand it the block without its last one.
             yield pa.RecordBatch.from_arrays([pa.array([text.getvalue()[:-1].decode("utf-8")])], names=["value"])
     except batch_score.BatchRowError as exc:
@@ -264,7 +264,7 @@ def score_file(spark, input_path: Path, output_path: Path, service: ModelService
         partials = sorted((partial for _, partial, _ in parts), key=lambda p: p.partition)
         _raise_first_error(partials, source)
         with storage.write_file(output_path) as sink:
-            sink.write(batch_score._header_line(names + list(batch_score.OUTPUT_COLUMNS)))
+            sink.write(csv_rows.header_line(names + list(batch_score.OUTPUT_COLUMNS)))
             for part, _, rows_end in parts:
                 _copy_rows(part, rows_end, sink)
     finally:
@@ -277,14 +277,12 @@ def score_file(spark, input_path: Path, output_path: Path, service: ModelService
 
 
 def _job(input_path: Path, names: list[str], service: ModelService, monitor) -> dict[str, Any]:
-    features = set(service.features)
     profile = monitor.accumulator.profile if monitor is not None and monitor.accumulator is not None else None
     return {
         "key": uuid.uuid4().hex, "model": service.model, "version": service.version,
         "features": service.features, "metadata": service.metadata, "profile": profile,
         "positions": [names.index(f) for f in service.features], "source": str(input_path),
-        # as in batch_score.score_stream: the text columns that may need quoting
-        "text_columns": [i for i, n in enumerate(names) if n not in features] + [len(names) + 2],
+        "text_columns": csv_rows.text_columns(names, service.schema),
     }
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import batch_score
 import generate_raw_data
 import monitoring
 import pipeline_run_batch
+import runlog
 import spark_engine
 import storage
 from conftest import run_script
@@ -165,7 +164,7 @@ def test_pipeline_with_spark_logs_the_same_row_and_drift_table(spark, zones, ser
     assert out.out.splitlines()[0].startswith(f"{DAY} success {ROWS} rows, score min ")
     assert (curated.read_bytes(), drift.read_bytes()) == streamed
     assert hidden(zones["curated"]) == []
-    first, second = pipeline_run_batch.read_log()
+    first, second = runlog.read()
     for row in (first, second):
         row.pop("timestamp"), row.pop("duration_s")
     assert second == first and second["status"] == "success"
@@ -176,7 +175,7 @@ def test_blob_storage_is_refused_in_one_line(zones, capsys):
     assert capsys.readouterr().err == f"error: {spark_engine.BLOB_REFUSED}\n"
     assert batch_score.main(["--date", str(DAY), "--storage", "blob", "--engine", "spark"]) == 1
     assert capsys.readouterr().err == f"error: {spark_engine.BLOB_REFUSED}\n"
-    assert pipeline_run_batch.read_log() == []
+    assert runlog.read() == []
 
 
 def test_batch_score_cli_with_spark_in_process(spark, zones, service, capsys):
