@@ -19,8 +19,9 @@ and assembles header + partitions, in order, into one file through storage.write
 killed run leaves only hidden `.NAME.*.tmp` entries, which the pipeline's next run of that
 date removes. A bad cell fails the run naming the file, row, column and value, with no output.
 
-Storage: local paths only (see BLOB_REFUSED). Spark's logging is set to errors only
-(spark/log4j2.properties) and its progress bars are off.
+Storage: local paths, or URIs through the session's Hadoop file systems (abfss:// on Azure;
+spark_files.py); the project's blob zones (--storage blob) are refused, see BLOB_REFUSED.
+Spark's logging is set to errors only (spark/log4j2.properties) and its progress bars are off.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import batch_score
 import csv_rows
 import monitoring
 import settings
+import spark_files
 import storage
 from exact_sum import ExactSum
 from registry import RegistryError
@@ -61,12 +63,13 @@ ENV_MASTER = "SPARK_MASTER"
 DEFAULT_MASTER = "local[*]"
 LOG4J_CONFIG = settings.ROOT / "spark" / "log4j2.properties"
 BLOB_REFUSED = (
-    "--engine spark reads and writes local paths only: pyspark's wheel has no hadoop-azure connector for Blob "
-    "Storage; use the default engine with --storage blob here, and on Azure run the Spark engine in Synapse, "
-    "Databricks or Azure ML serverless Spark on abfss:// paths (docs/spark.md)"
+    "--engine spark does not read the blob zones: Spark reaches Blob Storage through Hadoop's hadoop-azure "
+    "connector, which pyspark's wheel does not include; use the default engine with --storage blob here, and on "
+    "Azure give spark_engine.py abfss:// URIs on Synapse, Databricks or Azure ML serverless Spark (docs/spark.md)"
 )
 # The last line of every partition's output: this mark, then its Partial, pickled and base64-encoded.
 PARTIAL_MARK = b"\x00partial:"
+HEADER_BYTES = 1 << 22  # the header line is read from the file's first 4 MiB
 # The JVM prints this on every start (Spark enables the incubating vector API); it is not news.
 _JVM_NOISE = (b"WARNING: Using incubator modules",)
 # pyspark 4.3 warns about pandas 3 on the driver and in every worker; the engine hands Arrow
@@ -157,10 +160,10 @@ class SparkEngine:
         return self.score_file(store.path(storage.RAW, raw), store.path(storage.CURATED, curated), service,
                                monitor=monitor)
 
-    def score_file(self, input_path: Path, output_path: Path, service: ModelService, *,
+    def score_file(self, input_path: str | Path, output_path: str | Path, service: ModelService, *,
                    monitor: monitoring.DriftMonitor | None = None, block_size: int | None = None) -> batch_score.BatchSummary:
-        """Score a local CSV into a local CSV with Spark; `block_size` is the streaming engine's and unused."""
-        return score_file(self.session, Path(input_path), Path(output_path), service, monitor=monitor)
+        """Score a CSV into a CSV with Spark (paths or URIs); `block_size` is the streaming engine's, unused."""
+        return score_file(self.session, input_path, output_path, service, monitor=monitor)
 
 
 def check_storage(store) -> None:
@@ -244,31 +247,28 @@ def score_partition(job_broadcast, batches: Iterator[Any]) -> Iterator[Any]:
 
 
 # ----- the driver ----------------------------------------------------------------------------------
-def score_file(spark, input_path: Path, output_path: Path, service: ModelService, *,
+def score_file(spark, input_path: str | Path, output_path: str | Path, service: ModelService, *,
                monitor: monitoring.DriftMonitor | None = None) -> batch_score.BatchSummary:
-    """Score `input_path` into `output_path` (written atomically) with Spark; returns the summary."""
+    """Score `input_path` into `output_path` (written atomically) with Spark; returns the summary.
+
+    Each is a local path or a URI that the session's Hadoop file systems read (spark_files).
+    """
     started = time.perf_counter()
     source = str(input_path)
-    try:
-        with open(input_path, "rb") as handle:
-            names = batch_score.read_header(handle, source)
-    except FileNotFoundError:
-        raise storage.StorageNotFound(f"{input_path} does not exist") from None
-    except OSError as exc:
-        raise storage.StorageError(f"cannot read {input_path}: {exc.strerror}") from None
+    files = spark_files.for_location(spark, output_path)
+    reader = spark_files.for_location(spark, input_path)
+    names = batch_score.read_header(io.BytesIO(reader.head(input_path, HEADER_BYTES)), source)
     batch_score.check_columns(names, service.features, source)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = output_path.parent / f".{output_path.name}.spark-{uuid.uuid4().hex}.tmp"
+    scratch = spark_files.sibling(output_path, f".{spark_files.name_of(output_path)}.spark-{uuid.uuid4().hex}.tmp")
     try:
-        parts = [(part, *_read_partial(part)) for part in _run_job(spark, input_path, scratch, names, service, monitor)]
+        _run_job(spark, reader.spark_path(input_path), files.spark_path(scratch), names, service, monitor, source)
+        parts = [(part, *_read_partial(files, part, size)) for part, size in files.parts(scratch)]
         partials = sorted((partial for _, partial, _ in parts), key=lambda p: p.partition)
         _raise_first_error(partials, source)
-        with storage.write_file(output_path) as sink:
-            sink.write(csv_rows.header_line(names + list(batch_score.OUTPUT_COLUMNS)))
-            for part, _, rows_end in parts:
-                _copy_rows(part, rows_end, sink)
+        files.assemble(output_path, csv_rows.header_line(names + list(batch_score.OUTPUT_COLUMNS)),
+                       [(part, rows_end) for part, _, rows_end in parts])
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        files.remove_tree(scratch)
     if monitor is not None:
         for partial in partials:
             if partial.drift is not None:
@@ -276,7 +276,7 @@ def score_file(spark, input_path: Path, output_path: Path, service: ModelService
     return _summary(partials, source, str(output_path), service, time.perf_counter() - started)
 
 
-def _job(input_path: Path, names: list[str], service: ModelService, monitor) -> dict[str, Any]:
+def _job(input_path: str, names: list[str], service: ModelService, monitor) -> dict[str, Any]:
     profile = monitor.accumulator.profile if monitor is not None and monitor.accumulator is not None else None
     return {
         "key": uuid.uuid4().hex, "model": service.model, "version": service.version,
@@ -286,28 +286,27 @@ def _job(input_path: Path, names: list[str], service: ModelService, monitor) -> 
     }
 
 
-def _run_job(spark, input_path: Path, scratch: Path, names: list[str], service: ModelService, monitor) -> list[Path]:
-    """Run the Spark job into `scratch`; returns its non-empty part files in partition order."""
+def _run_job(spark, input_uri: str, scratch_uri: str, names: list[str], service: ModelService, monitor,
+             source: str) -> None:
+    """Run the Spark job: `input_uri` scored into part files (one per partition) under `scratch_uri`."""
     from pyspark.errors import PySparkException
     from pyspark.sql.types import StringType, StructField, StructType
     from py4j.protocol import Py4JError
 
     spark.conf.set("spark.sql.caseSensitive", "true")
     schema = StructType([StructField(name, StringType()) for name in names])
-    job = spark.sparkContext.broadcast(_job(input_path, names, service, monitor))
+    job = spark.sparkContext.broadcast(_job(source, names, service, monitor))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_PANDAS_NOTICE)
             frame = (spark.read.schema(schema).option("header", True).option("escape", '"')
-                     .option("mode", "FAILFAST").option("encoding", "UTF-8").csv(str(input_path.resolve())))
+                     .option("mode", "FAILFAST").option("encoding", "UTF-8").csv(input_uri))
             scored = frame.mapInArrow(lambda batches: score_partition(job, batches), "value string")
-            scored.write.text(scratch.resolve().as_uri())
+            scored.write.text(scratch_uri)
     except (PySparkException, Py4JError) as exc:
-        raise batch_score.BatchError(f"{input_path}: {_spark_reason(exc)}") from None
+        raise batch_score.BatchError(f"{source}: {_spark_reason(exc)}") from None
     finally:
         job.destroy()
-    # part-00000-..., part-00001-...: Spark names each file by its partition's index.
-    return [part for part in sorted(scratch.glob("part-*"), key=lambda p: p.name) if part.stat().st_size]
 
 
 def _spark_reason(exc: Exception) -> str:
@@ -325,34 +324,20 @@ def _spark_reason(exc: Exception) -> str:
     return "Spark job failed: " + reason[:300]
 
 
-def _read_partial(part: Path) -> tuple[Partial, int]:
+def _read_partial(files, part: str, size: int) -> tuple[Partial, int]:
     """The Partial on the last line of a part file, and the offset where that line starts."""
-    size = part.stat().st_size
     window = 1 << 16
-    with open(part, "rb") as handle:
-        while True:
-            start = max(0, size - window)
-            handle.seek(start)
-            tail = handle.read()
-            at = tail.rfind(b"\n" + PARTIAL_MARK)
-            if at >= 0 or start == 0:
-                break
-            window *= 8
+    while True:
+        start = max(0, size - window)
+        tail = files.read_range(part, start, size - start)
+        at = tail.rfind(b"\n" + PARTIAL_MARK)
+        if at >= 0 or start == 0:
+            break
+        window *= 8
     begin = at + 1 if at >= 0 else 0
     if not tail.startswith(PARTIAL_MARK, begin):
         raise batch_score.BatchError(f"{part}: a partition's output has no partial summary (an incomplete Spark job?)")
     return pickle.loads(base64.b64decode(tail[begin + len(PARTIAL_MARK):])), start + begin
-
-
-def _copy_rows(part: Path, length: int, sink) -> None:
-    """Copy the first `length` bytes of a part file (its CSV rows) into `sink`."""
-    with open(part, "rb") as handle:
-        while length > 0:
-            block = handle.read(min(length, 1 << 20))
-            if not block:
-                raise batch_score.BatchError(f"{part} is shorter than Spark reported")
-            sink.write(block)
-            length -= len(block)
 
 
 def _raise_first_error(partials: list[Partial], source: str) -> None:
@@ -389,13 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score one CSV file with Apache Spark: the same output as batch_score.py, written atomically.",
         formatter_class=settings.HelpFormatter,
     )
-    parser.add_argument("--input", type=Path, required=True, help="CSV to score (a local path)")
-    parser.add_argument("--output", type=Path, required=True, help="CSV to write (a local path)")
+    parser.add_argument("--input", required=True, help="CSV to score: a local path or a URI (abfss://..., file://...)")
+    parser.add_argument("--output", required=True, help="CSV to write: a local path or a URI")
     parser.add_argument("--registry-dir", type=Path, default=None,
                         help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
     parser.add_argument("--model-version", default="latest", help="latest, 2, or v002")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="a registered model's folder as Azure ML mounts it (instead of the registry)")
+    parser.add_argument("--model-dir", default=None,
+                        help="a registered model's folder (a path or a URI), instead of the registry")
     parser.add_argument("--spark-master", default=None,
                         help=f"Spark master (default: ${ENV_MASTER}, else {DEFAULT_MASTER}; ignored inside a running session)")
     return parser
@@ -405,11 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.model_dir is not None:
-            service = ModelService.from_model_dir(args.model_dir)
-        else:
-            service = ModelService.from_registry(args.registry_dir, args.model_version)
         with SparkEngine(args.spark_master) as engine:
+            if args.model_dir is None:
+                service = ModelService.from_registry(args.registry_dir, args.model_version)
+            elif spark_files.is_uri(args.model_dir):  # copied to the driver's disk, then loaded as usual
+                copy = spark_files.HadoopFiles(engine.session).local_copy(args.model_dir)
+                try:
+                    service = ModelService.from_model_dir(copy)
+                finally:
+                    shutil.rmtree(copy, ignore_errors=True)
+            else:
+                service = ModelService.from_model_dir(args.model_dir)
             summary = engine.score_file(args.input, args.output, service)
     except (RegistryError, storage.StorageError, batch_score.BatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ import monitoring
 import pipeline_run_batch
 import runlog
 import spark_engine
+import spark_files
 import storage
 from conftest import run_script
 from exact_sum import ExactSum
@@ -140,10 +141,25 @@ def test_an_interrupted_assembly_leaves_nothing_under_the_output_name(spark, ser
         sink.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(spark_engine, "_copy_rows", interrupted)
+    monkeypatch.setattr(spark_files, "_copy", interrupted)
     with pytest.raises(KeyboardInterrupt):
         spark_engine.SparkEngine(session=spark).score_file(raw, out, service)
     assert list(out.parent.iterdir()) == []
+
+
+def test_uris_go_through_hadoops_file_system(spark, service, trained_registry, tmp_path, capsys):
+    """abfss:// on Azure; file:// here: the same code path (header, parts, assembly, model copy)."""
+    raw = write_raw(tmp_path / "in" / "raw.csv")
+    batch_score.score_file(raw, tmp_path / "stream.csv", service)
+    out = tmp_path / "out" / "o.csv"
+    model = (trained_registry / f"model_{service.version}").as_uri()
+    assert spark_engine.main(["--input", raw.as_uri(), "--output", out.as_uri(), "--model-dir", model]) == 0
+    assert json.loads(capsys.readouterr().out)["row_count"] == ROWS
+    assert out.read_bytes() == (tmp_path / "stream.csv").read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["o.csv"]  # no scratch folder, no .crc files
+    assert spark_engine.main(["--input", (tmp_path / "nope.csv").as_uri(), "--output", out.as_uri(),
+                              "--registry-dir", str(trained_registry)]) == 1
+    assert capsys.readouterr().err == f"error: {(tmp_path / 'nope.csv').as_uri()} does not exist\n"
 
 
 # ----- the pipeline --------------------------------------------------------------------------------
@@ -275,5 +291,4 @@ def test_azure_spark_job_runs_spark_engine_with_flags_it_accepts():
     assert raw["inputs"]["model"]["type"] == "custom_model"
     args = re.sub(r"\$\{\{(inputs|outputs)\.(\w+)\}\}", r"/mnt/\2", raw["args"])
     parsed = spark_engine.build_parser().parse_args(shlex.split(args))
-    assert (parsed.input, parsed.model_dir, parsed.output) == (
-        Path("/mnt/raw"), Path("/mnt/model"), Path("/mnt/curated/predictions.csv"))
+    assert (parsed.input, parsed.model_dir, parsed.output) == ("/mnt/raw", "/mnt/model", "/mnt/curated/predictions.csv")
