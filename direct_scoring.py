@@ -61,7 +61,7 @@ def _build(model: Any, schema: Any, missing_level: str) -> Direct | None:
             if num_cols.size:
                 x = matrix[:, num_cols]
                 x = np.where(np.isnan(x), median, x)
-                logit += ((x - mean) / scale) @ num_coef
+                logit = fixed_order_logit(intercept, (x - mean) / scale, num_coef)
             for j, table in tables:
                 codes = matrix[:, j]
                 logit += table[np.where(np.isnan(codes), len(table) - 1, codes).astype(np.intp)]
@@ -71,6 +71,29 @@ def _build(model: Any, schema: Any, missing_level: str) -> Direct | None:
     if not np.allclose(direct(probe), model.predict_proba(schema.frame(probe))[:, 1], rtol=0.0, atol=1e-12):
         return None
     return direct
+
+
+def fixed_order_logit(intercept: float, x: np.ndarray, coef) -> np.ndarray:
+    """intercept + x @ coef, term by term in a fixed order.
+
+    A BLAS product's last bits depend on where a row sits in its batch; this sum's do not, so a
+    row scores the same bits in any batch and the streaming and Spark engines write the same
+    file. Python floats for a few rows (the online path, faster there), numpy columns otherwise:
+    both round each product and each sum as IEEE does, in the same order.
+    """
+    coef = [float(c) for c in coef]
+    if x.shape[0] <= 4:
+        return np.array([_dot(float(intercept), row, coef) for row in x.tolist()], dtype=np.float64)
+    logit = np.full(x.shape[0], float(intercept))
+    for j, c in enumerate(coef):
+        logit += x[:, j] * c
+    return logit
+
+
+def _dot(total: float, values: list[float], coef: list[float]) -> float:
+    for value, c in zip(values, coef):
+        total += value * c
+    return total
 
 
 def _number_part(block, out: slice | None, coef: np.ndarray, index: dict[str, int]):

@@ -242,12 +242,14 @@ class DriftAccumulator:
         joined whole up to the reservoir's size (equal to one pass over the run), beyond it into
         a uniform sample of both.
         """
-        if other.features != self.features or len(other._score_hist) != len(self._score_hist):
+        if other.features != self.features or other._categories != self._categories:
             raise MonitoringError("can only merge accumulators built from the same profile")
         self._count_matrix += other._count_matrix
         self._nulls += other._nulls
         self._oob += other._oob
         self._sum += other._sum
+        for i, counts in other._category_counts.items():
+            self._category_counts[i] += counts
         self.rows += other.rows
         self._reservoir.merge(other._reservoir)
         if self._score_counts is not None and other._score_counts is not None:

@@ -30,7 +30,7 @@ import numpy as np
 
 import cli
 import settings
-from direct_scoring import table_direct
+from direct_scoring import fixed_order_logit, table_direct
 from feature_schema import Schema, SchemaError
 from registry import METADATA_FILE, MODEL_FILE, Registry, RegistryError, load_verified_model
 
@@ -330,16 +330,7 @@ def _direct_proba(model: Any, width: int):
                 x = matrix - mean if mean is not None else matrix.copy()
                 if scale is not None:
                     x /= scale
-                # The dot product term by term in a fixed order (a BLAS product's last bits depend on
-                # where a row sits in its batch), so a row scores the same bits in any batch: the
-                # streaming and Spark engines write the same file. Python floats for a few rows.
-                if x.shape[0] <= 4:
-                    z = np.array([_dot(intercept, row, coef) for row in x.tolist()], dtype=np.float64)
-                else:
-                    z = np.full(x.shape[0], intercept)
-                    for j, c in enumerate(coef):
-                        z += x[:, j] * c
-                return expit(z)
+                return expit(fixed_order_logit(intercept, x, coef))
 
         center = mean if mean is not None else np.zeros(width)
         spread = scale if scale is not None else np.ones(width)
@@ -350,14 +341,6 @@ def _direct_proba(model: Any, width: int):
     except Exception:  # any surprise: fall back to the pipeline itself
         log.debug("direct scoring unavailable; using the pipeline's predict_proba", exc_info=True)
         return None
-
-
-def _dot(start: float, values: list[float], coef: list[float]) -> float:
-    """start + sum of value * coefficient, left to right, each step rounded as numpy rounds it."""
-    total = start
-    for value, c in zip(values, coef):
-        total += value * c
-    return total
 
 
 def extract_records(payload: Any) -> list[Any]:

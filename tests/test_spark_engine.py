@@ -90,6 +90,48 @@ def test_same_bytes_summary_and_drift_as_the_streaming_engine(spark, service, tr
     assert hidden(out.parent) == []
 
 
+def test_categories_validate_and_score_as_in_the_streaming_engine(spark, credit_registry, tmp_path):
+    """A table model (categories with commas, gaps): the streaming engine's schema checks, unchanged."""
+    import csv
+
+    from conftest import CREDIT_CSV
+    from score import ModelService
+
+    service = ModelService.from_registry(credit_registry)
+    profile = monitoring.load_profile(credit_registry / f"model_{service.version}")
+    with open(CREDIT_CSV, newline="", encoding="utf-8") as handle:
+        rows = [row[:-1] for row in csv.reader(handle)]  # without the target
+    raw = tmp_path / "credit.csv"
+    with open(raw, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([["application_id", *rows[0]]] + [
+            [f"A{i:04d}", *row] for i, row in enumerate(rows[1:])])
+    streamed = monitoring.DriftMonitor(profile, table_path=tmp_path / "drift_stream.csv")
+    expected = batch_score.score_file(raw, tmp_path / "stream.csv", service, on_chunk=streamed.on_chunk)
+    sparked = monitoring.DriftMonitor(profile, table_path=tmp_path / "drift_spark.csv")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "48k")
+    try:
+        assert spark.read.csv(str(raw)).rdd.getNumPartitions() >= 4
+        summary = spark_engine.score_file(spark, raw, tmp_path / "spark.csv", service, monitor=sparked)
+        assert (tmp_path / "spark.csv").read_bytes() == (tmp_path / "stream.csv").read_bytes()
+        assert (summary.row_count, summary.mean_score) == (expected.row_count, expected.mean_score) == (
+            1000, summary.mean_score)
+        assert sparked.log_fields(summary) == streamed.log_fields(expected)
+        assert (tmp_path / "drift_spark.csv").read_bytes() == (tmp_path / "drift_stream.csv").read_bytes()
+        rows[900][rows[0].index("purpose")] = "boat"
+        with open(raw, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, lineterminator="\n").writerows([["application_id", *rows[0]]] + [
+                [f"A{i:04d}", *row] for i, row in enumerate(rows[1:])])
+        with pytest.raises(batch_score.BatchRowError) as streamed_error:
+            batch_score.score_file(raw, tmp_path / "s2.csv", service)
+        with pytest.raises(batch_score.BatchRowError) as spark_error:
+            spark_engine.score_file(spark, raw, tmp_path / "o2.csv", service)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", "128k")
+    assert str(spark_error.value) == str(streamed_error.value)
+    assert str(spark_error.value).startswith(f"{raw}: row 900 (file line 901), column 'purpose': unknown category 'boat'")
+    assert not (tmp_path / "o2.csv").exists()
+
+
 def test_header_only_file_gives_a_header_only_output(spark, service, tmp_path):
     raw = write_raw(tmp_path / "raw.csv", rows=1, note=False)
     raw.write_text(raw.read_text().splitlines()[0] + "\n")
