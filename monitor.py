@@ -262,6 +262,10 @@ def latest_result(store: collector.LocalSink | collector.BlobSink, endpoint: str
     return json.loads(store.read(names[-1])) if names else None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -341,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["signals"], indent=1))
     else:
         print(format_table(result["signals"]))
-        print(f"\n{endpoint}/{args.deployment}, {_iso(start)} to {_iso(end)}: {result['requests']} requests, "
-              f"{result['records']} records; result kept as {kept}")
+        print(f"\n{endpoint}/{args.deployment}, {_iso(start)} to {_iso(end)}: {_count(result['requests'], 'request')}, "
+              f"{_count(result['records'], 'record')}; result kept as {kept}")
         print("\n".join(summary_lines(result)))
     alerting = "alert" in result["status"].values()
     return 1 if args.fail_on_alert and alerting else 0
