@@ -10,14 +10,17 @@ nightly batch's drift uses, so the same rows give the same values.
     python monitor.py --deployment default --start 2026-11-30T00:00Z --end 2026-12-01T00:00Z --json
 
 Signals and metrics are Azure ML model monitoring's, with its default thresholds:
-- data_drift: normalized_wasserstein_distance > 0.1 alerts (numeric features);
-  jensen_shannon_distance and population_stability_index are reported beside it.
+- data_drift: normalized_wasserstein_distance > 0.1 alerts for a number feature
+  (jensen_shannon_distance and population_stability_index reported beside it),
+  jensen_shannon_distance > 0.1 for a category feature (population_stability_index and
+  pearsons_chi_squared_test reported beside it).
 - prediction_drift: the same metrics on the score (the probability of class 1).
 - data_quality: null_value_rate, data_type_error_rate, out_of_bounds_rate; a feature
   alerts when its rate is above the training data's own rate (threshold 0 over it; bounds
-  are the training min-max).
+  are the training min-max, or for a category the training categories).
 A distance alerts only beyond sampling noise, as in the batch (monitoring.py's docstring:
-the two-sample KS test at $DRIFT_ALPHA over the features; 0 turns the guard off and leaves
+the two-sample KS test, or Pearson's chi-squared test for a category, at $DRIFT_ALPHA over
+the features; 0 turns the guard off and leaves
 Azure's plain thresholds). Each signal's overall row (feature null, metric
 `alerting_features`) alerts when any feature does.
 
@@ -53,6 +56,8 @@ import settings
 
 log = logging.getLogger("monitor")
 
+# Azure's default for a category feature's Jensen-Shannon distance (numbers: Thresholds.wasserstein, also 0.1).
+CATEGORY_DRIFT_THRESHOLD = 0.1
 QUALITY_METRICS = ("null_value_rate", "data_type_error_rate", "out_of_bounds_rate")
 SIGNALS = ("data_drift", "prediction_drift", "data_quality")
 RESULT_FOLDER = "modelMonitoring"
@@ -97,12 +102,18 @@ def endpoint_name(path: Path | None) -> str:
 
 
 # ----- from collected events to matrices ------------------------------------------------------
-def rows_matrix(rows: Sequence[Any], features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Collected input rows as a float matrix in the model's feature order, and the type-error mask.
+def rows_matrix(rows: Sequence[Any], profile: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Collected input rows as the monitor's float matrix (model's feature order) and the type-error mask.
 
-    A missing or null value is NaN (a null); a value that is not a number is NaN too and
-    marked in the mask (a data type error), so it is not also counted as a null.
+    A number feature holds its value; a category feature the index of its category in the
+    profile's list, and an unknown category the index past the end (out of bounds, as
+    monitoring counts it). A missing or null value is NaN (a null); a value of the wrong type
+    (text for a number, a number for a category) is NaN too and marked in the mask (a data
+    type error), so it is not also counted as a null.
     """
+    features = list(profile["features"])
+    codes = [{c: float(k) for k, c in enumerate(profile["columns"][f]["categories"])}
+             if profile["columns"][f].get("type") == "category" else None for f in features]
     matrix = np.full((len(rows), len(features)), np.nan)
     errors = np.zeros(matrix.shape, dtype=bool)
     for i, row in enumerate(rows):
@@ -113,7 +124,12 @@ def rows_matrix(rows: Sequence[Any], features: Sequence[str]) -> tuple[np.ndarra
             value = row.get(name)
             if value is None:
                 continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if codes[j] is not None:
+                if isinstance(value, str):
+                    matrix[i, j] = codes[j].get(value, float(len(codes[j])))
+                else:
+                    errors[i, j] = True
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 matrix[i, j] = float(value)
             else:
                 errors[i, j] = True
@@ -139,7 +155,7 @@ def accumulate(profile: dict, pairs: list[tuple[list, list | None]],
     acc = monitoring.DriftAccumulator(profile, thresholds)
     type_errors = np.zeros(len(features), dtype=np.int64)
     for rows, outs in pairs:
-        matrix, errors = rows_matrix(rows, features)
+        matrix, errors = rows_matrix(rows, profile)
         type_errors += errors.sum(axis=0)
         scores = None
         if outs is not None:
@@ -164,14 +180,7 @@ def signal_rows(result: monitoring.DriftResult, profile: dict, type_errors: np.n
     score_rows = [r for r in result.table if r["signal"] == "prediction_drift"]
     for signal, table, tests in (("data_drift", data_rows, len(features)), ("prediction_drift", score_rows, 1)):
         for row in table:
-            significant = th.significant(row["ks_pvalue"], tests)
-            nwd = row["normalized_wasserstein_distance"]
-            status = "alert" if significant and not math.isnan(nwd) and nwd > th.wasserstein else "ok"
-            feature = row["feature"]
-            out.append(_row(signal, feature, "normalized_wasserstein_distance", nwd, th.wasserstein, status, version))
-            out.append(_row(signal, feature, "jensen_shannon_distance", row["jensen_shannon_distance"], None, None, version))
-            out.append(_row(signal, feature, "population_stability_index", row["population_stability_index"],
-                            None, None, version))
+            out += drift_rows(signal, row, th, tests, version)
     for i, row in enumerate(data_rows):
         ref = profile["columns"][row["feature"]]
         cells = result.rows
@@ -186,6 +195,23 @@ def signal_rows(result: monitoring.DriftResult, profile: dict, type_errors: np.n
             status = "alert" if not math.isnan(value) and value > threshold + 1e-12 else "ok"
             out.append(_row("data_quality", row["feature"], metric, value, threshold, status, version))
     return out
+
+
+def drift_rows(signal: str, row: dict[str, Any], th: monitoring.Thresholds, tests: int,
+               version: str) -> list[dict[str, Any]]:
+    """One feature's drift rows: Azure's thresholded metric (normalized Wasserstein for a number,
+    Jensen-Shannon for a category) and the metrics reported beside it."""
+    category = row.get("type") == "category"
+    pvalue = row["pearsons_chi_squared_test"] if category else row["ks_pvalue"]
+    main = "jensen_shannon_distance" if category else "normalized_wasserstein_distance"
+    limit = CATEGORY_DRIFT_THRESHOLD if category else th.wasserstein
+    value = row[main]
+    status = "alert" if th.significant(pvalue, tests) and not math.isnan(value) and value > limit else "ok"
+    reported = (["population_stability_index", "pearsons_chi_squared_test"] if category
+                else ["jensen_shannon_distance", "population_stability_index"])
+    feature = row["feature"]
+    return ([_row(signal, feature, main, value, limit, status, version)]
+            + [_row(signal, feature, m, row.get(m, math.nan), None, None, version) for m in reported])
 
 
 def overall_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
