@@ -53,14 +53,13 @@ import cli
 import collector
 import monitoring
 import settings
+from online_traffic import SIGNALS, keep_result
 
 log = logging.getLogger("monitor")
 
 # Azure's default for a category feature's Jensen-Shannon distance (numbers: Thresholds.wasserstein, also 0.1).
 CATEGORY_DRIFT_THRESHOLD = 0.1
 QUALITY_METRICS = ("null_value_rate", "data_type_error_rate", "out_of_bounds_rate")
-SIGNALS = ("data_drift", "prediction_drift", "data_quality")
-RESULT_FOLDER = "modelMonitoring"
 SCORE_FEATURE = "score"
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
 
@@ -272,20 +271,6 @@ def status_of(rows: list[dict[str, Any]], signal: str) -> str | None:
     """alert when any row of the signal alerts, ok when it has rows, None when it has none."""
     statuses = [r["status"] for r in rows if r["signal"] == signal and r["feature"] is None]
     return None if not statuses else "alert" if "alert" in statuses else "ok"
-
-
-def keep_result(store: collector.LocalSink | collector.BlobSink, result: dict[str, Any]) -> str:
-    """Store the run's result beside the collected data; returns its relative path."""
-    stamp = result["run_at"].replace(":", "").replace("-", "").replace(".", "")
-    path = f"{RESULT_FOLDER}/{result['endpoint']}/{result['deployment']}/{stamp}.json"
-    store.write(path, json.dumps(result, indent=1).encode() + b"\n")
-    return path
-
-
-def latest_result(store: collector.LocalSink | collector.BlobSink, endpoint: str, deployment: str) -> dict | None:
-    """The newest kept monitor result of a deployment, or None."""
-    names = [n for n in store.list(f"{RESULT_FOLDER}/{endpoint}/{deployment}") if n.endswith(".json")]
-    return json.loads(store.read(names[-1])) if names else None
 
 
 def _count(n: int, noun: str) -> str:

@@ -15,6 +15,7 @@ import collector
 import generate_raw_data
 import monitor
 import monitoring
+import online_traffic
 import pipeline_run_batch
 import storage
 from conftest import CREDIT_CSV
@@ -116,7 +117,7 @@ def test_table_and_summary_lines(collected, service, capsys):
     assert summary[0].startswith("data_drift: alert (3 of 30 features alert: ")
     assert summary[1].startswith("prediction_drift: ")
     assert summary[2].startswith("data_quality: ")
-    kept = monitor.latest_result(collector.LocalSink(collected), "risk-endpoint", "blue")
+    kept = online_traffic.latest_result(collector.LocalSink(collected), "risk-endpoint", "blue")
     assert kept["requests"] == 200 and kept["status"]["data_drift"] == "alert"
     assert kept["model_versions"] == [{"model_version": service.version, "requests": 200, "records": 200}]
 
