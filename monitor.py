@@ -51,6 +51,7 @@ import numpy as np
 
 import cli
 import collector
+import endpoint_spec
 import monitoring
 import settings
 from online_traffic import SIGNALS, keep_result
@@ -88,15 +89,13 @@ def endpoint_name(path: Path | None) -> str:
     """The endpoint's name from its YAML (`name:`), or the plain endpoint's when there is none."""
     if path is None:
         return collector.LOCAL_ENDPOINT
-    import yaml
-
     try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MonitorError(f"cannot read the endpoint YAML {path}: {exc}") from None
+        spec = endpoint_spec.read_yaml(path)
+    except endpoint_spec.EndpointSpecError as exc:
+        raise MonitorError(str(exc)) from None
     name = spec.get("name") if isinstance(spec, dict) else None
     if not isinstance(name, str) or not name:
-        raise MonitorError(f"{path} has no endpoint `name:`")
+        raise MonitorError(f"{endpoint_spec.shown(Path(path))}: no endpoint `name:`")
     return name
 
 

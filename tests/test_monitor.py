@@ -298,3 +298,13 @@ def test_category_numbers_equal_the_batch_drift(credit, capsys, tmp_path, monkey
             compared += 1
     assert compared == len(service.features) * 5 + 3
     assert any(r.get("type") == "category" for r in batch.values())
+
+
+def test_a_bad_endpoint_yaml_is_one_line(collected, tmp_path, capsys):
+    missing = tmp_path / "nope.yml"
+    assert monitor.main(["--endpoint", str(missing), "--deployment", "blue"]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: file not found\n"
+    unnamed = tmp_path / "endpoint.yml"
+    unnamed.write_text("auth_mode: key\n")
+    assert monitor.main(["--endpoint", str(unnamed), "--deployment", "blue"]) == 2
+    assert capsys.readouterr().err == f"error: {unnamed}: no endpoint `name:`\n"
