@@ -60,6 +60,10 @@ demo: $(STAMP)
 demo-credit: $(STAMP)
 	@bash scripts/demo_credit.sh
 
+## After make demo: serve with data collection, send ordinary and drifted traffic, run monitor.py, then the report
+demo-monitor: $(STAMP)
+	@bash scripts/demo_monitor.sh
+
 ## Run the batch pipeline and the analysis against Azure Blob Storage (Azurite from npm, started and stopped)
 demo-blob: $(STAMP) $(NODE_STAMP)
 	@bash scripts/demo_blob.sh
@@ -129,4 +133,4 @@ clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install demo demo-credit demo-blob test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install demo demo-credit demo-monitor demo-blob test train registry mlflow-ui diagrams reliability azurite clean
