@@ -308,3 +308,21 @@ def test_a_bad_endpoint_yaml_is_one_line(collected, tmp_path, capsys):
     unnamed.write_text("auth_mode: key\n")
     assert monitor.main(["--endpoint", str(unnamed), "--deployment", "blue"]) == 2
     assert capsys.readouterr().err == f"error: {unnamed}: no endpoint `name:`\n"
+
+
+def test_blob_storage_round_trip(collected, service, capsys, monkeypatch, blob_connection):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", blob_connection)
+    sink = collector.BlobSink(blob_connection)
+    c = collector.DataCollector(sink, "risk-endpoint", "blue", instance="test")
+    records = drifted(in_bounds_records(service, 200))
+    for i in range(0, 200, 10):
+        batch = records[i:i + 10]
+        outputs = [{"prediction": r["prediction"], "probability": r["probability"]} for r in service.score_records(batch)]
+        c.collect(batch, outputs, request_id=f"r{i}", model_version=service.version, when=NOW + timedelta(seconds=i))
+    assert c.flush() == 40
+    code, out, err = run(capsys, "--storage", "blob", "--json", "--fail-on-alert")
+    assert code == 1, err
+    assert overall(json.loads(out))["data_drift"] == "alert"
+    kept = online_traffic.latest_result(sink, "risk-endpoint", "blue")
+    assert kept["requests"] == 20 and kept["records"] == 200 and kept["status"]["data_drift"] == "alert"
+    assert not collected.exists()  # nothing on the local disk
