@@ -23,6 +23,7 @@ logged at most once a minute, never raised into the request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -187,8 +188,18 @@ class LocalSink:
     def append(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "ab") as handle:
-            handle.write(data)
+        with open(target, "ab", buffering=0) as handle:
+            start = handle.seek(0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[handle.write(view):]
+            except BaseException:
+                # A line cut short (a full disk) would run into the next batch's first line: the
+                # file goes back to where it ended, so every line in it stays whole.
+                with contextlib.suppress(OSError):
+                    handle.truncate(start)
+                raise
 
     def read(self, path: str) -> bytes:
         return (self.root / path).read_bytes()
