@@ -18,7 +18,8 @@ A request never waits for the disk or the network: `collect()` only samples and 
 the queue at least once a second, and `stop()` writes what is left (the app calls it at
 shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last second). A write that
 fails (full disk, read-only folder, storage unreachable) loses that batch: it is counted and
-logged at most once a minute, never raised into the request.
+logged at most once a minute, never raised into the request. online_traffic.py reads the files
+back (`read_events`).
 """
 
 from __future__ import annotations
@@ -304,53 +305,6 @@ def get_sink(kind: str | None = None, root: Path | str | None = None) -> LocalSi
     if chosen == "blob":
         return BlobSink()
     raise CollectorError(f"unknown storage {chosen!r}: choose local or blob")
-
-
-def read_events(sink: LocalSink | BlobSink, endpoint: str, deployment: str, collection: str,
-                start: datetime, end: datetime) -> tuple[list[dict[str, Any]], int]:
-    """The events of one collection with start <= time < end, and the count of unreadable lines.
-
-    Only the hour folders that overlap the window are read; a line cut short by a writer
-    that is still appending, or damaged, is skipped and counted.
-    """
-    prefix = f"{ROOT_FOLDER}/{endpoint}/{deployment}/{collection}"
-    first = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    events: list[dict[str, Any]] = []
-    skipped = 0
-    for path in sink.list(prefix):
-        hour = _hour_of(path[len(prefix) + 1:])
-        if hour is None or hour < first or hour >= end:
-            continue
-        for line in sink.read(path).splitlines():
-            if not line.strip():
-                continue
-            try:
-                event = orjson.loads(line)
-                when = parse_time(event["time"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                skipped += 1
-                continue
-            if start <= when < end:
-                events.append(event)
-    events.sort(key=lambda e: e["time"])
-    return events, skipped
-
-
-def _hour_of(rest: str) -> datetime | None:
-    """The UTC hour of a path's `yyyy/MM/dd/HH/file` tail, else None."""
-    parts = rest.split("/")
-    if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
-        return None
-    try:
-        return datetime(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (a trailing Z allowed) as an aware UTC datetime; naive means UTC."""
-    when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 # ----- the collector ---------------------------------------------------------------------

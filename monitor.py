@@ -53,6 +53,7 @@ import cli
 import collector
 import endpoint_spec
 import monitoring
+import online_traffic
 import settings
 from online_traffic import SIGNALS, keep_result
 
@@ -80,7 +81,7 @@ def parse_duration(text: str) -> timedelta:
 
 def parse_instant(text: str, flag: str) -> datetime:
     try:
-        return collector.parse_time(text)
+        return online_traffic.parse_time(text)
     except ValueError:
         raise MonitorError(f"invalid {flag} {text!r}: use an ISO 8601 time such as 2026-11-30T00:00Z") from None
 
@@ -239,8 +240,8 @@ def run_monitor(store: collector.LocalSink | collector.BlobSink, endpoint: str, 
                 start: datetime, end: datetime, registry_dir: Path | None,
                 thresholds: monitoring.Thresholds) -> dict[str, Any]:
     """Read the window, compare each model version with its profile; the result (not yet kept)."""
-    inputs, bad_in = collector.read_events(store, endpoint, deployment, collector.INPUTS, start, end)
-    outputs, bad_out = collector.read_events(store, endpoint, deployment, collector.OUTPUTS, start, end)
+    inputs, bad_in = online_traffic.read_events(store, endpoint, deployment, collector.INPUTS, start, end)
+    outputs, bad_out = online_traffic.read_events(store, endpoint, deployment, collector.OUTPUTS, start, end)
     result: dict[str, Any] = {
         "endpoint": endpoint, "deployment": deployment,
         "window_start": _iso(start), "window_end": _iso(end), "run_at": _iso(datetime.now(timezone.utc)),

@@ -1,8 +1,8 @@
-"""The online endpoint's collected traffic, summarised, and the monitor's kept results.
+"""The online endpoint's collected traffic read back, summarised, and the monitor's kept results.
 
 A helper module (it imports no stage script): collector.py writes the requests, monitor.py
-keeps one JSON result per run here (`keep_result`), and the report reads both back
-(`summarize`): requests and records per deployment per hour, the score distribution per
+reads a window of them (`read_events`) and keeps one JSON result per run here (`keep_result`),
+and the report reads both back (`summarize`): requests and records per deployment per hour, the score distribution per
 deployment, and each deployment's latest monitor run.
 
     store = collector.get_sink("local")
@@ -29,6 +29,54 @@ log = logging.getLogger("online_traffic")
 
 RESULT_FOLDER = "modelMonitoring"
 SIGNALS = ("data_drift", "prediction_drift", "data_quality")
+
+
+# ----- reading a window back ------------------------------------------------------------------
+def read_events(sink: Any, endpoint: str, deployment: str, collection: str,
+                start: datetime, end: datetime) -> tuple[list[dict[str, Any]], int]:
+    """The events of one collection with start <= time < end, and the count of unreadable lines.
+
+    Only the hour folders that overlap the window are read; a line cut short by a writer
+    that is still appending, or damaged, is skipped and counted.
+    """
+    prefix = f"{collector.ROOT_FOLDER}/{endpoint}/{deployment}/{collection}"
+    first = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    events: list[dict[str, Any]] = []
+    skipped = 0
+    for path in sink.list(prefix):
+        hour = _hour_of(path[len(prefix) + 1:])
+        if hour is None or hour < first or hour >= end:
+            continue
+        for line in sink.read(path).splitlines():
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+                when = parse_time(event["time"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                skipped += 1
+                continue
+            if start <= when < end:
+                events.append(event)
+    events.sort(key=lambda e: e["time"])
+    return events, skipped
+
+
+def _hour_of(rest: str) -> datetime | None:
+    """The UTC hour of a path's `yyyy/MM/dd/HH/file` tail, else None."""
+    parts = rest.split("/")
+    if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
+        return None
+    try:
+        return datetime(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (a trailing Z allowed) as an aware UTC datetime; naive means UTC."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 # ----- the monitor's results ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 import collector
 import endpoint_collection
+import online_traffic
 from collector import CollectionSettings, CollectorError, DataCollector, LocalSink
 from conftest import wait_until
 from scripts.azurite import Azurite
@@ -193,7 +194,7 @@ def test_read_events_filters_the_window_and_skips_a_cut_line(tmp_path):
     path = tmp_path / "modelDataCollector/risk-endpoint/blue/model_inputs/2026/11/30/10/inst-1.jsonl"
     with open(path, "ab") as handle:
         handle.write(b'{"specversion": "1.0", "id"')  # a writer still appending
-    events, skipped = collector.read_events(LocalSink(tmp_path), "risk-endpoint", "blue", "model_inputs",
+    events, skipped = online_traffic.read_events(LocalSink(tmp_path), "risk-endpoint", "blue", "model_inputs",
                                            base, base + timedelta(hours=1))
     assert [e["xrequestid"] for e in events] == ["m0", "m30", "m59"]
     assert skipped == 1
