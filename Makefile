@@ -128,9 +128,9 @@ report-screenshot: $(STAMP)
 
 .PHONY: report report-screenshot
 
-## Remove generated data, models, runs and logs (keeps .venv)
+## Remove generated data, models, runs, logs and collected requests (keeps .venv)
 clean:
-	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit
+	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit collected
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
 .PHONY: help install demo demo-credit demo-monitor demo-blob test train registry mlflow-ui diagrams reliability azurite clean
