@@ -15,8 +15,8 @@ by default; $AZURE_STORAGE_CONNECTION_STRING as for storage.py).
 
 A request never waits for the disk or the network: `collect()` only samples and queues
 (a bounded queue; what does not fit is dropped and counted). A background thread writes
-the queue at least once a second, and `stop()` writes what is left (the app calls it at
-shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last second). A write that
+the queue every 0.2 s (FLUSH_SECONDS), and `stop()` writes what is left (the app calls it at
+shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last 0.2 s). A write that
 fails (full disk, read-only folder, storage unreachable) loses that batch: it is counted and
 logged at most once a minute, never raised into the request. online_traffic.py reads the files
 back (`read_events`).
@@ -55,7 +55,7 @@ DATACONTENTTYPE = "application/json"
 COLLECTDATATYPE = "pandas.core.frame.DataFrame"  # what Azure's collector records for a DataFrame
 AGENT = "risk-endpoint-collector/1.0"
 DEFAULT_QUEUE_SIZE = 10_000  # requests waiting to be written
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 0.2  # small batches: the writer holds the interpreter lock for a few ms at most
 FAILURE_LOG_SECONDS = 60.0
 APPEND_BLOCK_MAX = 4 * 1024 * 1024  # Azure's limit for one append block
 
