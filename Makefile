@@ -78,6 +78,10 @@ demo: $(STAMP)
 demo-credit: $(STAMP)
 	@bash scripts/demo_credit.sh
 
+## After make demo: serve with data collection, send ordinary and drifted traffic, run monitor.py, then the report
+demo-monitor: $(STAMP)
+	@bash scripts/demo_monitor.sh
+
 ## Run the batch pipeline and the analysis against Azure Blob Storage (Azurite from npm, started and stopped)
 demo-blob: $(STAMP) $(NODE_STAMP)
 	@bash scripts/demo_blob.sh
@@ -150,9 +154,9 @@ report-screenshot: $(STAMP)
 
 .PHONY: report report-screenshot
 
-## Remove generated data, models, runs and logs (keeps .venv)
+## Remove generated data, models, runs, logs and collected requests (keeps .venv)
 clean:
-	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit
+	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit collected
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install java demo demo-credit demo-blob demo-spark bench-spark test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install java demo demo-credit demo-monitor demo-blob demo-spark bench-spark test train registry mlflow-ui diagrams reliability azurite clean

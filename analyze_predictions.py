@@ -42,8 +42,10 @@ import numpy as np
 
 import charts
 import cli
+import collector
 import fileio
 import monitoring
+import online_traffic
 import runlog
 import settings
 import storage
@@ -266,6 +268,15 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 
 # ----- the HTML report ---------------------------------------------------------------------------
+ONLINE_DAYS = 7  # the report's online traffic: what the endpoint collected in the last week
+ONLINE_HOUR_COLUMNS = (("deployment", "deployment", ""), ("hour", "hour (UTC)", ""), ("requests", "requests", ""),
+                       ("records", "records", ""))
+ONLINE_SCORE_COLUMNS = (("deployment", "deployment", ""), ("records", "records", ""),
+                        ("mean_score", "mean score", ".4f"), ("low", "low", ".1%"), ("medium", "medium", ".1%"),
+                        ("high", "high", ".1%"))
+ONLINE_MONITOR_COLUMNS = (("deployment", "deployment", ""), ("run_at", "run at", ""), ("window", "window", ""),
+                          ("records", "records", ""), ("data_drift", "data drift", ""),
+                          ("prediction_drift", "prediction drift", ""), ("data_quality", "data quality", ""))
 TOP_COLUMNS = (("feature", "feature", ""), ("type", "type", ""), ("psi", "PSI", ".3f"),
                ("nwd", "norm. Wasserstein", ".3f"), ("ks", "KS p-value", ".2g"), ("chi2", "chi-squared p-value", ".2g"),
                ("ref", "training mean", ".4g"), ("prod", "run mean", ".4g"), ("level", "level", ""))
@@ -314,6 +325,8 @@ def render_html(context: dict[str, Any]) -> str:
         "score_row": next((r for r in drift_rows if r["signal"] == "prediction_drift"), None),
         "images": {k: base64.b64encode(v).decode("ascii") if v else None for k, v in context["charts"].items()},
         "bucket_columns": BUCKET_COLUMNS, "trend_columns": TREND_COLUMNS, "top_columns": TOP_COLUMNS,
+        "online_hour_columns": ONLINE_HOUR_COLUMNS, "online_score_columns": ONLINE_SCORE_COLUMNS,
+        "online_monitor_columns": ONLINE_MONITOR_COLUMNS,
         "colors": charts.COLORS, "level_colors": charts.LEVEL_COLORS,
     }
     return _templates().get_template("report.html.j2").render(page)
@@ -361,6 +374,16 @@ def chart_top_category(store, latest: DayStats, drift_table: Sequence[dict[str, 
     counts = category_counts_in_file(store, latest.name, top["feature"])
     return charts.chart_category_shares(top["feature"], reference["categories"], reference["category_proportions"],
                                         counts, f"{latest.date:%b %d} ({latest.rows} rows)", path)
+
+
+def online_summary(kind: str, medium: float, high: float) -> online_traffic.Traffic | None:
+    """The endpoint's collected traffic of the last ONLINE_DAYS and its latest monitor runs (None if unreadable)."""
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=ONLINE_DAYS)
+    try:
+        return online_traffic.summarize(collector.get_sink(kind), since, medium, high)
+    except Exception as exc:  # the batch report stands without it
+        log.warning("online traffic left out of the report: %s", exc)
+        return None
 
 
 def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, medium: float = 0.3,
@@ -419,6 +442,7 @@ def analyze(store, *, start: dt.date | None = None, end: dt.date | None = None, 
         "bucket_thresholds": {"medium": medium, "high": high},
         "monitor_thresholds": {"warn": mt.psi_warn, "alert": mt.psi_alert, "wasserstein": mt.wasserstein},
         "source": f"{store.kind} curated zone",
+        "online": online_summary(store.kind, medium, high), "online_days": ONLINE_DAYS,
         "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     fileio.write_atomic(files["html"], render_html(context))

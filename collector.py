@@ -15,14 +15,16 @@ by default; $AZURE_STORAGE_CONNECTION_STRING as for storage.py).
 
 A request never waits for the disk or the network: `collect()` only samples and queues
 (a bounded queue; what does not fit is dropped and counted). A background thread writes
-the queue at least once a second, and `stop()` writes what is left (the app calls it at
-shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last second). A write that
+the queue every 0.2 s (FLUSH_SECONDS), and `stop()` writes what is left (the app calls it at
+shutdown, so SIGTERM loses nothing; a SIGKILL loses at most the last 0.2 s). A write that
 fails (full disk, read-only folder, storage unreachable) loses that batch: it is counted and
-logged at most once a minute, never raised into the request.
+logged at most once a minute, never raised into the request. online_traffic.py reads the files
+back (`read_events`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -53,7 +55,7 @@ DATACONTENTTYPE = "application/json"
 COLLECTDATATYPE = "pandas.core.frame.DataFrame"  # what Azure's collector records for a DataFrame
 AGENT = "risk-endpoint-collector/1.0"
 DEFAULT_QUEUE_SIZE = 10_000  # requests waiting to be written
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 0.2  # small batches: the writer holds the interpreter lock for a few ms at most
 FAILURE_LOG_SECONDS = 60.0
 APPEND_BLOCK_MAX = 4 * 1024 * 1024  # Azure's limit for one append block
 
@@ -187,8 +189,18 @@ class LocalSink:
     def append(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "ab") as handle:
-            handle.write(data)
+        with open(target, "ab", buffering=0) as handle:
+            start = handle.seek(0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[handle.write(view):]
+            except BaseException:
+                # A line cut short (a full disk) would run into the next batch's first line: the
+                # file goes back to where it ended, so every line in it stays whole.
+                with contextlib.suppress(OSError):
+                    handle.truncate(start)
+                raise
 
     def read(self, path: str) -> bytes:
         return (self.root / path).read_bytes()
@@ -293,53 +305,6 @@ def get_sink(kind: str | None = None, root: Path | str | None = None) -> LocalSi
     if chosen == "blob":
         return BlobSink()
     raise CollectorError(f"unknown storage {chosen!r}: choose local or blob")
-
-
-def read_events(sink: LocalSink | BlobSink, endpoint: str, deployment: str, collection: str,
-                start: datetime, end: datetime) -> tuple[list[dict[str, Any]], int]:
-    """The events of one collection with start <= time < end, and the count of unreadable lines.
-
-    Only the hour folders that overlap the window are read; a line cut short by a writer
-    that is still appending, or damaged, is skipped and counted.
-    """
-    prefix = f"{ROOT_FOLDER}/{endpoint}/{deployment}/{collection}"
-    first = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    events: list[dict[str, Any]] = []
-    skipped = 0
-    for path in sink.list(prefix):
-        hour = _hour_of(path[len(prefix) + 1:])
-        if hour is None or hour < first or hour >= end:
-            continue
-        for line in sink.read(path).splitlines():
-            if not line.strip():
-                continue
-            try:
-                event = orjson.loads(line)
-                when = parse_time(event["time"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                skipped += 1
-                continue
-            if start <= when < end:
-                events.append(event)
-    events.sort(key=lambda e: e["time"])
-    return events, skipped
-
-
-def _hour_of(rest: str) -> datetime | None:
-    """The UTC hour of a path's `yyyy/MM/dd/HH/file` tail, else None."""
-    parts = rest.split("/")
-    if len(parts) != 5 or not all(p.isdigit() for p in parts[:4]):
-        return None
-    try:
-        return datetime(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (a trailing Z allowed) as an aware UTC datetime; naive means UTC."""
-    when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 # ----- the collector ---------------------------------------------------------------------

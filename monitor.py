@@ -10,14 +10,17 @@ nightly batch's drift uses, so the same rows give the same values.
     python monitor.py --deployment default --start 2026-11-30T00:00Z --end 2026-12-01T00:00Z --json
 
 Signals and metrics are Azure ML model monitoring's, with its default thresholds:
-- data_drift: normalized_wasserstein_distance > 0.1 alerts (numeric features);
-  jensen_shannon_distance and population_stability_index are reported beside it.
+- data_drift: normalized_wasserstein_distance > 0.1 alerts for a number feature
+  (jensen_shannon_distance and population_stability_index reported beside it),
+  jensen_shannon_distance > 0.1 for a category feature (population_stability_index and
+  pearsons_chi_squared_test reported beside it).
 - prediction_drift: the same metrics on the score (the probability of class 1).
 - data_quality: null_value_rate, data_type_error_rate, out_of_bounds_rate; a feature
   alerts when its rate is above the training data's own rate (threshold 0 over it; bounds
-  are the training min-max).
+  are the training min-max, or for a category the training categories).
 A distance alerts only beyond sampling noise, as in the batch (monitoring.py's docstring:
-the two-sample KS test at $DRIFT_ALPHA over the features; 0 turns the guard off and leaves
+the two-sample KS test, or Pearson's chi-squared test for a category, at $DRIFT_ALPHA over
+the features; 0 turns the guard off and leaves
 Azure's plain thresholds). Each signal's overall row (feature null, metric
 `alerting_features`) alerts when any feature does.
 
@@ -48,14 +51,17 @@ import numpy as np
 
 import cli
 import collector
+import endpoint_spec
 import monitoring
+import online_traffic
 import settings
+from online_traffic import SIGNALS, keep_result
 
 log = logging.getLogger("monitor")
 
+# Azure's default for a category feature's Jensen-Shannon distance (numbers: Thresholds.wasserstein, also 0.1).
+CATEGORY_DRIFT_THRESHOLD = 0.1
 QUALITY_METRICS = ("null_value_rate", "data_type_error_rate", "out_of_bounds_rate")
-SIGNALS = ("data_drift", "prediction_drift", "data_quality")
-RESULT_FOLDER = "modelMonitoring"
 SCORE_FEATURE = "score"
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", re.IGNORECASE)
 
@@ -75,7 +81,7 @@ def parse_duration(text: str) -> timedelta:
 
 def parse_instant(text: str, flag: str) -> datetime:
     try:
-        return collector.parse_time(text)
+        return online_traffic.parse_time(text)
     except ValueError:
         raise MonitorError(f"invalid {flag} {text!r}: use an ISO 8601 time such as 2026-11-30T00:00Z") from None
 
@@ -84,25 +90,29 @@ def endpoint_name(path: Path | None) -> str:
     """The endpoint's name from its YAML (`name:`), or the plain endpoint's when there is none."""
     if path is None:
         return collector.LOCAL_ENDPOINT
-    import yaml
-
     try:
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MonitorError(f"cannot read the endpoint YAML {path}: {exc}") from None
+        spec = endpoint_spec.read_yaml(path)
+    except endpoint_spec.EndpointSpecError as exc:
+        raise MonitorError(str(exc)) from None
     name = spec.get("name") if isinstance(spec, dict) else None
     if not isinstance(name, str) or not name:
-        raise MonitorError(f"{path} has no endpoint `name:`")
+        raise MonitorError(f"{endpoint_spec.shown(Path(path))}: no endpoint `name:`")
     return name
 
 
 # ----- from collected events to matrices ------------------------------------------------------
-def rows_matrix(rows: Sequence[Any], features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Collected input rows as a float matrix in the model's feature order, and the type-error mask.
+def rows_matrix(rows: Sequence[Any], profile: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Collected input rows as the monitor's float matrix (model's feature order) and the type-error mask.
 
-    A missing or null value is NaN (a null); a value that is not a number is NaN too and
-    marked in the mask (a data type error), so it is not also counted as a null.
+    A number feature holds its value; a category feature the index of its category in the
+    profile's list, and an unknown category the index past the end (out of bounds, as
+    monitoring counts it). A missing or null value is NaN (a null); a value of the wrong type
+    (text for a number, a number for a category) is NaN too and marked in the mask (a data
+    type error), so it is not also counted as a null.
     """
+    features = list(profile["features"])
+    codes = [{c: float(k) for k, c in enumerate(profile["columns"][f]["categories"])}
+             if profile["columns"][f].get("type") == "category" else None for f in features]
     matrix = np.full((len(rows), len(features)), np.nan)
     errors = np.zeros(matrix.shape, dtype=bool)
     for i, row in enumerate(rows):
@@ -113,7 +123,12 @@ def rows_matrix(rows: Sequence[Any], features: Sequence[str]) -> tuple[np.ndarra
             value = row.get(name)
             if value is None:
                 continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if codes[j] is not None:
+                if isinstance(value, str):
+                    matrix[i, j] = codes[j].get(value, float(len(codes[j])))
+                else:
+                    errors[i, j] = True
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 matrix[i, j] = float(value)
             else:
                 errors[i, j] = True
@@ -139,7 +154,7 @@ def accumulate(profile: dict, pairs: list[tuple[list, list | None]],
     acc = monitoring.DriftAccumulator(profile, thresholds)
     type_errors = np.zeros(len(features), dtype=np.int64)
     for rows, outs in pairs:
-        matrix, errors = rows_matrix(rows, features)
+        matrix, errors = rows_matrix(rows, profile)
         type_errors += errors.sum(axis=0)
         scores = None
         if outs is not None:
@@ -164,14 +179,7 @@ def signal_rows(result: monitoring.DriftResult, profile: dict, type_errors: np.n
     score_rows = [r for r in result.table if r["signal"] == "prediction_drift"]
     for signal, table, tests in (("data_drift", data_rows, len(features)), ("prediction_drift", score_rows, 1)):
         for row in table:
-            significant = th.significant(row["ks_pvalue"], tests)
-            nwd = row["normalized_wasserstein_distance"]
-            status = "alert" if significant and not math.isnan(nwd) and nwd > th.wasserstein else "ok"
-            feature = row["feature"]
-            out.append(_row(signal, feature, "normalized_wasserstein_distance", nwd, th.wasserstein, status, version))
-            out.append(_row(signal, feature, "jensen_shannon_distance", row["jensen_shannon_distance"], None, None, version))
-            out.append(_row(signal, feature, "population_stability_index", row["population_stability_index"],
-                            None, None, version))
+            out += drift_rows(signal, row, th, tests, version)
     for i, row in enumerate(data_rows):
         ref = profile["columns"][row["feature"]]
         cells = result.rows
@@ -186,6 +194,23 @@ def signal_rows(result: monitoring.DriftResult, profile: dict, type_errors: np.n
             status = "alert" if not math.isnan(value) and value > threshold + 1e-12 else "ok"
             out.append(_row("data_quality", row["feature"], metric, value, threshold, status, version))
     return out
+
+
+def drift_rows(signal: str, row: dict[str, Any], th: monitoring.Thresholds, tests: int,
+               version: str) -> list[dict[str, Any]]:
+    """One feature's drift rows: Azure's thresholded metric (normalized Wasserstein for a number,
+    Jensen-Shannon for a category) and the metrics reported beside it."""
+    category = row.get("type") == "category"
+    pvalue = row["pearsons_chi_squared_test"] if category else row["ks_pvalue"]
+    main = "jensen_shannon_distance" if category else "normalized_wasserstein_distance"
+    limit = CATEGORY_DRIFT_THRESHOLD if category else th.wasserstein
+    value = row[main]
+    status = "alert" if th.significant(pvalue, tests) and not math.isnan(value) and value > limit else "ok"
+    reported = (["population_stability_index", "pearsons_chi_squared_test"] if category
+                else ["jensen_shannon_distance", "population_stability_index"])
+    feature = row["feature"]
+    return ([_row(signal, feature, main, value, limit, status, version)]
+            + [_row(signal, feature, m, row.get(m, math.nan), None, None, version) for m in reported])
 
 
 def overall_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,8 +240,8 @@ def run_monitor(store: collector.LocalSink | collector.BlobSink, endpoint: str, 
                 start: datetime, end: datetime, registry_dir: Path | None,
                 thresholds: monitoring.Thresholds) -> dict[str, Any]:
     """Read the window, compare each model version with its profile; the result (not yet kept)."""
-    inputs, bad_in = collector.read_events(store, endpoint, deployment, collector.INPUTS, start, end)
-    outputs, bad_out = collector.read_events(store, endpoint, deployment, collector.OUTPUTS, start, end)
+    inputs, bad_in = online_traffic.read_events(store, endpoint, deployment, collector.INPUTS, start, end)
+    outputs, bad_out = online_traffic.read_events(store, endpoint, deployment, collector.OUTPUTS, start, end)
     result: dict[str, Any] = {
         "endpoint": endpoint, "deployment": deployment,
         "window_start": _iso(start), "window_end": _iso(end), "run_at": _iso(datetime.now(timezone.utc)),
@@ -248,18 +273,8 @@ def status_of(rows: list[dict[str, Any]], signal: str) -> str | None:
     return None if not statuses else "alert" if "alert" in statuses else "ok"
 
 
-def keep_result(store: collector.LocalSink | collector.BlobSink, result: dict[str, Any]) -> str:
-    """Store the run's result beside the collected data; returns its relative path."""
-    stamp = result["run_at"].replace(":", "").replace("-", "").replace(".", "")
-    path = f"{RESULT_FOLDER}/{result['endpoint']}/{result['deployment']}/{stamp}.json"
-    store.write(path, json.dumps(result, indent=1).encode() + b"\n")
-    return path
-
-
-def latest_result(store: collector.LocalSink | collector.BlobSink, endpoint: str, deployment: str) -> dict | None:
-    """The newest kept monitor result of a deployment, or None."""
-    names = [n for n in store.list(f"{RESULT_FOLDER}/{endpoint}/{deployment}") if n.endswith(".json")]
-    return json.loads(store.read(names[-1])) if names else None
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _iso(when: datetime) -> str:
@@ -341,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["signals"], indent=1))
     else:
         print(format_table(result["signals"]))
-        print(f"\n{endpoint}/{args.deployment}, {_iso(start)} to {_iso(end)}: {result['requests']} requests, "
-              f"{result['records']} records; result kept as {kept}")
+        print(f"\n{endpoint}/{args.deployment}, {_iso(start)} to {_iso(end)}: {_count(result['requests'], 'request')}, "
+              f"{_count(result['records'], 'record')}; result kept as {kept}")
         print("\n".join(summary_lines(result)))
     alerting = "alert" in result["status"].values()
     return 1 if args.fail_on_alert and alerting else 0

@@ -12,6 +12,7 @@ import pytest
 
 import collector
 import endpoint_collection
+import online_traffic
 from collector import CollectionSettings, CollectorError, DataCollector, LocalSink
 from conftest import wait_until
 from scripts.azurite import Azurite
@@ -193,7 +194,7 @@ def test_read_events_filters_the_window_and_skips_a_cut_line(tmp_path):
     path = tmp_path / "modelDataCollector/risk-endpoint/blue/model_inputs/2026/11/30/10/inst-1.jsonl"
     with open(path, "ab") as handle:
         handle.write(b'{"specversion": "1.0", "id"')  # a writer still appending
-    events, skipped = collector.read_events(LocalSink(tmp_path), "risk-endpoint", "blue", "model_inputs",
+    events, skipped = online_traffic.read_events(LocalSink(tmp_path), "risk-endpoint", "blue", "model_inputs",
                                            base, base + timedelta(hours=1))
     assert [e["xrequestid"] for e in events] == ["m0", "m30", "m59"]
     assert skipped == 1
@@ -238,3 +239,51 @@ def test_blob_layout_then_azurite_stopped(tmp_path):
     assert c.flush() == 0
     stats = c.stats()
     assert stats["write_failures"] == 2 and stats["lost_model_inputs"] == 1 and stats["written_model_inputs"] == 3
+
+
+def test_a_full_disk_counts_lost_lines_and_recovers(tmp_path):
+    """A small tmpfs filled up (as root), else a folder whose writes fail as a full disk's do."""
+    import errno
+    import os
+    import subprocess
+
+    root = tmp_path / "small"
+    root.mkdir()
+    mounted = os.geteuid() == 0
+    if mounted:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(root)], check=True)
+        sink = LocalSink(root)
+    else:
+        class FullSink(LocalSink):
+            full = True
+
+            def append(self, path, data):
+                if self.full:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                super().append(path, data)
+        sink = FullSink(root)
+    try:
+        filler = root / "filler"
+        if mounted:
+            with open(filler, "wb", buffering=0) as handle:
+                with pytest.raises(OSError) as full:
+                    while True:
+                        handle.write(b"x" * 4096)
+                assert full.value.errno == errno.ENOSPC
+                handle.truncate(handle.tell() - 8192)  # room for part of a line, not a whole one
+        c = DataCollector(sink, "risk-endpoint", "blue", instance="inst-1")
+        big = [{"f": "y" * 2000} for _ in range(20)]  # 40 KB a line: more than what is left
+        assert c.collect(big, OUTS, request_id="full", model_version="v001", when=WHEN) is True
+        assert c.flush() < 2
+        assert c.stats()["write_failures"] >= 1 and c.stats()["lost_model_inputs"] == 1
+        if mounted:
+            filler.unlink()
+        else:
+            sink.full = False
+        c.collect(ROWS, OUTS, request_id="after", model_version="v001", when=WHEN)
+        assert c.flush() == 2
+        path = root / "modelDataCollector/risk-endpoint/blue/model_inputs/2026/11/30/23/inst-1.jsonl"
+        assert [json.loads(x)["xrequestid"] for x in path.read_text().splitlines()] == ["after"]  # every line whole
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(root)], check=True)

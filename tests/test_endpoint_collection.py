@@ -127,3 +127,43 @@ def test_sigterm_writes_what_is_queued(trained_registry, tmp_path, sample_record
     assert "Application shutdown complete." in (tmp_path / "server.log").read_text()
     assert [e["xrequestid"] for e in lines(root, "model_inputs")] == ids
     assert [e["xrequestid"] for e in lines(root, "model_outputs")] == ids
+
+
+# ----- an endpoint served from its YAML: each deployment's data_collector decides ---------------------
+COLLECTING = {"collections": {"model_inputs": {"enabled": "True"}, "model_outputs": {"enabled": "True"}},
+              "sampling_rate": 1.0, "rolling_rate": "Hour"}
+
+
+def test_the_deployment_yaml_turns_collection_on(trained_registry, tmp_path, monkeypatch, sample_records):
+    from test_endpoint_routing import deployment_yaml, metric, write_endpoint
+
+    root = tmp_path / "collected"
+    endpoint = write_endpoint(tmp_path / "online", {"blue": 100, "green": 0},
+                              blue=deployment_yaml("blue", "azureml:risk-classifier:1", data_collector=COLLECTING),
+                              green=deployment_yaml("green", "azureml:risk-classifier:2"))
+    for key, value in {"DATA_COLLECTOR_DIR": str(root), "LOCAL_REGISTRY_DIR": str(trained_registry),
+                       "LOCAL_ENDPOINTS_DIR": str(tmp_path / "state"), "SCORING_ENDPOINT": str(endpoint)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    with TestClient(app_score_api.create_app()) as api:
+        answers = [api.post("/predict", json={"records": sample_records[:2]},
+                            headers={"azureml-model-deployment": name, "x-request-id": f"{name}-{i}"})
+                   for i, name in enumerate(["blue", "blue", "green", "blue"])]
+        assert set(api.app.state.collection.collectors) == {"blue"}
+        api.app.state.collection.collectors["blue"].flush()
+        page = api.get("/metrics").text
+    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.headers["x-request-id"] for a in answers] == ["blue-0", "blue-1", "green-2", "blue-3"]
+    assert metric(page, "data_collector_requests_total", endpoint="risk-endpoint", deployment="blue",
+                  outcome="sampled") == 3
+    assert metric(page, "data_collector_lines_total", endpoint="risk-endpoint", deployment="blue",
+                  collection="model_outputs", outcome="written") == 3
+    events = []
+    for path in sorted((root / "modelDataCollector").rglob("*.jsonl")):
+        events += [(path.relative_to(root).parts[1:4], json.loads(x)) for x in path.read_text().splitlines()]
+    assert {parts for parts, _ in events} == {("risk-endpoint", "blue", "model_inputs"),
+                                              ("risk-endpoint", "blue", "model_outputs")}
+    inputs = [e for parts, e in events if parts[2] == "model_inputs"]
+    assert [e["xrequestid"] for e in inputs] == ["blue-0", "blue-1", "blue-3"]
+    assert {e["modelversion"] for e in inputs} == {"v001"}
+    assert {e["source"] for e in inputs} == {"/onlineEndpoints/risk-endpoint/deployments/blue"}

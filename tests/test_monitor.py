@@ -15,8 +15,10 @@ import collector
 import generate_raw_data
 import monitor
 import monitoring
+import online_traffic
 import pipeline_run_batch
 import storage
+from conftest import CREDIT_CSV
 from registry import Registry
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -115,7 +117,7 @@ def test_table_and_summary_lines(collected, service, capsys):
     assert summary[0].startswith("data_drift: alert (3 of 30 features alert: ")
     assert summary[1].startswith("prediction_drift: ")
     assert summary[2].startswith("data_quality: ")
-    kept = monitor.latest_result(collector.LocalSink(collected), "risk-endpoint", "blue")
+    kept = online_traffic.latest_result(collector.LocalSink(collected), "risk-endpoint", "blue")
     assert kept["requests"] == 200 and kept["status"]["data_drift"] == "alert"
     assert kept["model_versions"] == [{"model_version": service.version, "requests": 200, "records": 200}]
 
@@ -209,3 +211,118 @@ def test_the_numbers_equal_the_batch_drift(collected, service, capsys, tmp_path,
             assert online[key] == pytest.approx(row[metric], rel=1e-5, abs=1e-9), key
             compared += 1
     assert compared == 30 * 5 + 3
+
+
+# ----- category features (a model trained on data/german_credit.csv) ------------------------------
+@pytest.fixture()
+def credit(tmp_path, monkeypatch, credit_registry):
+    import pandas as pd
+    from score import ModelService
+
+    root = tmp_path / "collected"
+    monkeypatch.setenv("DATA_COLLECTOR_DIR", str(root))
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(credit_registry))
+    for var in monitoring.Thresholds.ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    service = ModelService.from_registry(credit_registry)
+    frame = pd.read_csv(CREDIT_CSV).drop(columns="creditability")
+    records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+               for row in frame.sample(300, random_state=1).to_dict("records")]
+    return root, service, records
+
+
+def test_category_drift_alerts_by_jensen_shannon(credit, capsys):
+    root, service, records = credit
+    shifted = [dict(r, purpose="business") for r in records]
+    send(root, service, shifted, per_request=5)
+    code, out, err = run(capsys, "--json")
+    assert code == 0, err
+    rows = {(r["signal"], r["feature"], r["metric"]): r for r in json.loads(out)}
+    purpose = rows[("data_drift", "purpose", "jensen_shannon_distance")]
+    assert purpose["threshold"] == 0.1 and purpose["value"] > 0.1 and purpose["status"] == "alert"
+    assert rows[("data_drift", "purpose", "pearsons_chi_squared_test")]["value"] < 1e-6
+    assert ("data_drift", "purpose", "normalized_wasserstein_distance") not in rows
+    housing = rows[("data_drift", "housing", "jensen_shannon_distance")]
+    assert housing["status"] == "ok"
+    number = rows[("data_drift", "age_in_years", "normalized_wasserstein_distance")]
+    assert number["threshold"] == 0.1 and number["status"] == "ok"
+
+
+def test_unknown_categories_and_wrong_types_are_data_quality(credit, capsys):
+    root, service, records = credit
+    send(root, service, records[:100])
+    c = collector.DataCollector(collector.LocalSink(root), "risk-endpoint", "blue", instance="rejected")
+    bad = [dict(records[0], purpose="spaceship"), dict(records[1], housing=3), dict(records[2], age_in_years="old")]
+    c.collect(bad, None, request_id="rejected", model_version=service.version, when=NOW)
+    c.flush()
+    code, out, err = run(capsys, "--json")
+    quality = {(r["feature"], r["metric"]): r for r in json.loads(out) if r["signal"] == "data_quality"}
+    assert quality[("purpose", "out_of_bounds_rate")]["value"] == pytest.approx(1 / 103)
+    assert quality[("purpose", "out_of_bounds_rate")]["status"] == "alert"
+    assert quality[("housing", "data_type_error_rate")]["value"] == pytest.approx(1 / 103)
+    assert quality[("housing", "null_value_rate")]["value"] == 0.0
+    assert quality[("age_in_years", "data_type_error_rate")]["status"] == "alert"
+    assert quality[("job", "out_of_bounds_rate")] == {**quality[("job", "out_of_bounds_rate")], "value": 0.0,
+                                                      "status": "ok"}
+
+
+def test_category_numbers_equal_the_batch_drift(credit, capsys, tmp_path, monkeypatch):
+    import pandas as pd
+
+    root, service, records = credit
+    for key in ("RAW_DIR", "CURATED_DIR", "LOGS_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / key.lower()))
+    monkeypatch.delenv("STORAGE_BACKEND", raising=False)
+    (tmp_path / "raw_dir").mkdir()
+    shifted = [dict(r, purpose="business") if i % 3 == 0 else r for i, r in enumerate(records)]
+    pd.DataFrame(shifted).to_csv(tmp_path / "raw_dir" / "new_data_20261126.csv", index=False)
+    assert pipeline_run_batch.main(["--date", "2026-11-26"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    batch = {(r["signal"], r["feature"]): r for r in
+             monitoring.read_drift_table(monitoring.drift_table_path(tmp_path / "logs_dir", "20261126"))}
+    send(root, service, shifted, per_request=9)
+    code, out, err = run(capsys, "--json")
+    assert code == 0, err
+    online = {(r["signal"], r["feature"], r["metric"]): r["value"] for r in json.loads(out)}
+    compared = 0
+    for (signal, feature), row in batch.items():
+        kind = row.get("type")
+        metrics = (["jensen_shannon_distance", "population_stability_index", "pearsons_chi_squared_test"]
+                   if kind == "category" else ["normalized_wasserstein_distance", "jensen_shannon_distance",
+                                               "population_stability_index"])
+        if signal == "data_drift":
+            metrics += ["null_value_rate", "out_of_bounds_rate"]
+        for metric in metrics:
+            key = ("data_quality" if metric.endswith("_rate") else signal, feature, metric)
+            assert online[key] == pytest.approx(row[metric], rel=1e-5, abs=1e-9), key
+            compared += 1
+    assert compared == len(service.features) * 5 + 3
+    assert any(r.get("type") == "category" for r in batch.values())
+
+
+def test_a_bad_endpoint_yaml_is_one_line(collected, tmp_path, capsys):
+    missing = tmp_path / "nope.yml"
+    assert monitor.main(["--endpoint", str(missing), "--deployment", "blue"]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: file not found\n"
+    unnamed = tmp_path / "endpoint.yml"
+    unnamed.write_text("auth_mode: key\n")
+    assert monitor.main(["--endpoint", str(unnamed), "--deployment", "blue"]) == 2
+    assert capsys.readouterr().err == f"error: {unnamed}: no endpoint `name:`\n"
+
+
+def test_blob_storage_round_trip(collected, service, capsys, monkeypatch, blob_connection):
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", blob_connection)
+    sink = collector.BlobSink(blob_connection)
+    c = collector.DataCollector(sink, "risk-endpoint", "blue", instance="test")
+    records = drifted(in_bounds_records(service, 200))
+    for i in range(0, 200, 10):
+        batch = records[i:i + 10]
+        outputs = [{"prediction": r["prediction"], "probability": r["probability"]} for r in service.score_records(batch)]
+        c.collect(batch, outputs, request_id=f"r{i}", model_version=service.version, when=NOW + timedelta(seconds=i))
+    assert c.flush() == 40
+    code, out, err = run(capsys, "--storage", "blob", "--json", "--fail-on-alert")
+    assert code == 1, err
+    assert overall(json.loads(out))["data_drift"] == "alert"
+    kept = online_traffic.latest_result(sink, "risk-endpoint", "blue")
+    assert kept["requests"] == 20 and kept["records"] == 200 and kept["status"]["data_drift"] == "alert"
+    assert not collected.exists()  # nothing on the local disk
