@@ -110,6 +110,41 @@ class Feature:
             raise ValueError(f"expected a finite number, got {describe(number)}")
         return number
 
+    def encode_column(self, values: Sequence[Any]) -> tuple[list[float] | Any, int | None]:
+        """Many values of this feature -> (their encodings, index of the first value not allowed or None).
+
+        The same rules as `encode`, a column at a time: one pass in C for well-typed columns;
+        the value-by-value path only names the culprit.
+        """
+        import numpy as np
+
+        if self.is_category:
+            get, nullable = self._codes.get, self.nullable
+            codes = [get(v) if type(v) is str else None for v in values]
+            if None in codes:
+                for i, (code, value) in enumerate(zip(codes, values)):
+                    if code is None and not (nullable and value is None):
+                        return codes, i
+                codes = [math.nan if c is None else c for c in codes]
+            return codes, None
+        kinds = set(map(type, values))
+        if kinds <= {int, float} or (self.nullable and kinds <= {int, float, type(None)}):
+            try:
+                column = np.array(values, dtype=np.float64)  # None -> NaN
+                finite = np.isfinite(column)
+                if type(None) in kinds:
+                    finite |= np.array([v is None for v in values])
+                if finite.all():
+                    return column, None
+            except OverflowError:  # an integer too large for a float: found below
+                pass
+        for i, value in enumerate(values):
+            try:
+                self.encode(value)
+            except ValueError:
+                return [], i
+        return [self.encode(v) for v in values], None
+
     def decode(self, code: float) -> Any:
         """A float encoding -> the JSON value (None for NaN, the category text, or the number)."""
         if math.isnan(code):
@@ -197,6 +232,28 @@ class Schema:
             else:
                 columns[feature.name] = pd.Series(values, dtype=np.float64)
         return pd.DataFrame(columns)
+
+    def encode_rows(self, rows: Sequence[Sequence[Any]]) -> tuple[Any, tuple[int, int, str] | None]:
+        """Rows of values in feature order -> (float matrix, (row, feature index, reason) of the
+        first value not allowed, earliest row then feature order; None when all are)."""
+        import numpy as np
+
+        matrix = np.empty((len(rows), len(self.features)), dtype=np.float64)
+        first: tuple[int, int] | None = None
+        for j, (feature, values) in enumerate(zip(self.features, zip(*rows))):
+            column, bad = feature.encode_column(values)
+            if bad is None:
+                matrix[:, j] = column
+            elif first is None or bad < first[0]:
+                first = (bad, j)
+        if first is None:
+            return matrix, None
+        i, j = first
+        try:
+            self.features[j].encode(rows[i][j])
+        except ValueError as exc:
+            return matrix, (i, j, str(exc))
+        raise AssertionError("encode_column and encode disagree")  # pragma: no cover
 
     def decode_row(self, row: Sequence[float]) -> dict[str, Any]:
         return {f.name: f.decode(float(v)) for f, v in zip(self.features, row)}

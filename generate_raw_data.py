@@ -79,7 +79,9 @@ def generate_chunks(source, day: dt.date, rows: int, *, noise: float = DEFAULT_N
     all_columns = list(source.columns)
     unknown = [f for f in drift_features if f not in all_columns]
     if drift and unknown:
-        raise GenerateError(f"--drift-features not in the source data: {', '.join(unknown)}")
+        shown = ", ".join(all_columns[:6]) + (", ..." if len(all_columns) > 6 else "")
+        raise GenerateError(f"--drift-features not in the source data: {', '.join(unknown)} "
+                            f"(its columns: {shown})")
     categories = [c for c in all_columns if source[c].dtype == object]
     columns = [c for c in all_columns if c not in categories]
     values = source[columns].to_numpy(dtype=np.float64)

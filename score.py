@@ -169,18 +169,25 @@ class ModelService:
             return self._finite(self._array(rows))
 
     def _schema_matrix(self, records: Sequence[Any]) -> np.ndarray:
-        """The general path: every value checked against its feature in the schema."""
-        encode = self.schema.encode_record
-        matrix = np.empty((len(records), len(self.features)), dtype=np.float64)
+        """The general path: every value checked against its feature in the schema, a column at a time."""
+        features = self.features
+        pick = operator.itemgetter(*features) if len(features) > 1 else (lambda r: (r[features[0]],))
+        rows, problem = [], None
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                raise RecordError(index, None, f"expected a JSON object, got {type(record).__name__}")
+                problem = RecordError(index, None, f"expected a JSON object, got {type(record).__name__}")
+                break
             try:
-                matrix[index] = encode(record)
-            except KeyError as exc:
-                raise RecordError(index, str(exc.args[0]), "missing feature") from None
-            except ValueError as exc:
-                raise RecordError(index, exc.args[0], exc.args[1]) from None
+                rows.append(pick(record))
+            except KeyError:
+                problem = RecordError(index, next(n for n in features if n not in record), "missing feature")
+                break
+        # The earliest bad record wins: values of the records before a malformed one come first.
+        matrix, bad = self.schema.encode_rows(rows)
+        if bad is not None:
+            raise RecordError(bad[0], features[bad[1]], bad[2])
+        if problem is not None:
+            raise problem
         return matrix
 
     def rows_to_matrix(self, rows: Sequence[Any]) -> np.ndarray:

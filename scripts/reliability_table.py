@@ -44,6 +44,12 @@ def rows(data: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                     f"{_n(d.get('status_5xx', 0))} 5xx",
                     f"{_n(d.get('status_200', 0))} 200 ({_n(d.get('off_schema_200', 0))} off-schema), "
                     f"{_n(d.get('status_4xx', 0))} 4xx ({_n(d.get('bad_4xx', 0))} without a JSON message)"))
+    if "endpoint_fuzz_categorical" in data:
+        d = data["endpoint_fuzz_categorical"]
+        out.append(("endpoint fuzzing, category features", f"{_n(d.get('requests', 0))} requests",
+                    f"{_n(d.get('status_5xx', 0))} 5xx",
+                    f"{_n(d.get('status_200', 0))} 200, {_n(d.get('status_4xx', 0))} 4xx "
+                    f"({_n(d.get('bad_4xx', 0))} without a JSON message)"))
     if "batch_fuzz" in data:
         d = data["batch_fuzz"]
         out.append(("batch CSV fuzzing", f"{_n(d.get('cases', 0))} CSV cases",

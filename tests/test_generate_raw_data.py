@@ -130,3 +130,15 @@ def test_cli_data_and_target_for_credit(tmp_path):
     assert run.returncode == 0, run.stderr
     lines = (tmp_path / "raw" / "new_data_20261126.csv").read_text().splitlines()
     assert len(lines) == 6 and lines[0].startswith("account_id,status_of_existing_checking_account,duration_in_month,")
+
+
+def test_drift_features_of_another_table_name_the_sources_columns(tmp_path, capsys, monkeypatch):
+    from conftest import CREDIT_CSV
+
+    monkeypatch.setenv("RAW_DIR", str(tmp_path / "raw"))
+    assert gen.main(["--date", "2026-11-26", "--data", str(CREDIT_CSV), "--target", "creditability",
+                     "--drift", "1"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --drift-features not in the source data: mean radius, mean texture, mean perimeter, mean area, "
+        "mean concavity (its columns: status_of_existing_checking_account, duration_in_month, credit_history, "
+        "purpose, credit_amount, savings_account_and_bonds, ...)\n")

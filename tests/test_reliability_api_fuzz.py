@@ -316,6 +316,13 @@ def table_fuzz(request, tmp_path_factory):
         yield fuzz
 
 
+def _add_figures(fuzz: Fuzz, before: Counter) -> None:
+    """This test's requests, into the categorical fuzzing's figures (summed over both models)."""
+    done = fuzz.counts - before
+    figures.add("endpoint_fuzz_categorical", requests=done["requests"], status_5xx=done["status_5xx"],
+                status_4xx=done["status_4xx"], status_200=done["status_200"], bad_4xx=done["bad_4xx"])
+
+
 def _allowed(prop: dict):
     """Every value the published schema of one feature allows (numbers: a caller's range)."""
     if "enum" in prop:
@@ -346,7 +353,11 @@ def test_table_model_records_the_schema_allows_are_scored(table_fuzz):
         assert response.status_code == 200, response.text
         assert [r["input"] for r in response.json()["results"]] == records
 
-    run()
+    before = Counter(fuzz.counts)
+    try:
+        run()
+    finally:
+        _add_figures(fuzz, before)
     assert not fuzz.problems, fuzz.problems[:10]
 
 
@@ -387,5 +398,9 @@ def test_table_model_bad_values_are_422_naming_record_and_feature(table_fuzz):
         assert detail["record"] == bad and detail["feature"] == feature
         assert detail["detail"].startswith(f"record {bad}, feature {feature!r}: ") and len(detail["detail"]) < 2000
 
-    run()
+    before = Counter(fuzz.counts)
+    try:
+        run()
+    finally:
+        _add_figures(fuzz, before)
     assert not fuzz.problems, fuzz.problems[:10]

@@ -307,3 +307,16 @@ def test_cli_sample_reads_the_versions_own_training_file(credit_registry):
     run = run_script("score.py", "--sample", "2", "--registry-dir", str(credit_registry), "--format", "table")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "model v001: 2 record(s)"
+
+
+def test_nullable_number_still_refuses_nan_and_earliest_record_wins(gappy):
+    good = {"income": None, "region": "west", "channel": None, "grade": "3"}
+    with pytest.raises(RecordError, match="^record 1, feature 'income': expected a finite number, got NaN$"):
+        gappy.score_payload({"records": [good, {**good, "income": math.nan}]})
+    # a bad value in record 0 is reported before a malformed record 1, and a bad record 0 before record 2's
+    with pytest.raises(RecordError, match="^record 0, feature 'grade': "):
+        gappy.score_payload({"records": [{**good, "grade": 3}, "not an object"]})
+    with pytest.raises(RecordError, match="^record 1: expected a JSON object, got str$"):
+        gappy.score_payload({"records": [good, "not an object", {**good, "grade": 3}]})
+    with pytest.raises(RecordError, match="^record 1, feature 'region': missing feature$"):
+        gappy.score_payload({"records": [good, {"income": 1.0}]})
