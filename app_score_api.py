@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import sys
 from contextlib import asynccontextmanager
@@ -41,7 +40,8 @@ from fastapi.staticfiles import StaticFiles
 import endpoint_settings
 import settings
 from endpoint_collection import Collection
-from endpoint_http import ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, note
+from endpoint_http import (ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, log_in_background,
+                           note, PlainRoute)
 from endpoint_metrics import InFlight, Metrics
 from endpoint_predict import VERSION_HEADER, mirror_copy, predict
 from endpoint_router import Mirror
@@ -147,7 +147,7 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
     )
     app.add_middleware(ApiKeyGuard)  # added first, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
-    app.add_api_route("/predict", predict, methods=["POST"], **PREDICT_DOC)
+    app.router.add_api_route("/predict", predict, methods=["POST"], route_class_override=PlainRoute, **PREDICT_DOC)
     app.add_api_route("/docs", docs, include_in_schema=False)
     app.add_api_route("/health", health, response_model=HealthResponse, summary="Liveness: the process answers")
     app.add_api_route("/ready", ready, response_model=ReadyResponse, summary="Readiness: a model is loaded",
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.update(config.to_env())  # workers import the app afresh and read these back
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_in_background(args.log_level.upper())  # the request log's lines are written by a thread, in batches
 
     import uvicorn
 
