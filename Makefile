@@ -82,6 +82,10 @@ demo-credit: $(STAMP)
 demo-monitor: $(STAMP)
 	@bash scripts/demo_monitor.sh
 
+## Rehearse a safe rollout on the endpoint from azureml/online/ (blue/green 90/10, mirror, 0/100 under load), in a temporary folder
+demo-rollout: $(STAMP)
+	@$(PY) scripts/demo_rollout.py
+
 ## Run the batch pipeline and the analysis against Azure Blob Storage (Azurite from npm, started and stopped)
 demo-blob: $(STAMP) $(NODE_STAMP)
 	@bash scripts/demo_blob.sh
@@ -159,4 +163,4 @@ clean:
 	rm -rf mlflow.db mlruns artifacts reports day1_breast_cancer.csv demo_credit collected
 	find local_registry raw curated logs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 
-.PHONY: help install java demo demo-credit demo-monitor demo-blob demo-spark bench-spark test train registry mlflow-ui diagrams reliability azurite clean
+.PHONY: help install java demo demo-credit demo-rollout demo-monitor demo-blob demo-spark bench-spark test train registry mlflow-ui diagrams reliability azurite clean
