@@ -43,7 +43,7 @@ from endpoint_collection import Collection
 from endpoint_http import (ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, log_in_background,
                            note, PlainRoute)
 from endpoint_metrics import InFlight, Metrics
-from endpoint_predict import VERSION_HEADER, mirror_copy, predict
+from endpoint_predict import VERSION_HEADER, Deadlines, mirror_copy, predict
 from endpoint_router import Mirror
 from endpoint_schemas import (EXAMPLE_RECORD, NOT_READY, PREDICT_DOC, SECURED, UNAUTHORIZED, HealthResponse,
                               ModelResponse, ReadyResponse, openapi)
@@ -116,6 +116,8 @@ def _lifespan(**overrides: Any):
         app.state.metrics = Metrics(collection.exporter(), InFlight(endpoint.deployments))
         mirror = app.state.mirror = Mirror(partial(mirror_copy, app), app.state.metrics.dropped)
         mirror.start()
+        deadlines = app.state.deadlines = Deadlines()  # the request timeouts' watchdog
+        deadlines.start()
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # generations so a collection during a request does not walk it (shorter latency tails).
         gc.collect()
@@ -128,6 +130,7 @@ def _lifespan(**overrides: Any):
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
             await mirror.stop()
+            await deadlines.stop()
             await asyncio.to_thread(collection.stop)  # what is still queued is written (SIGTERM included)
 
     return lifespan
