@@ -137,11 +137,16 @@ bench-online: $(STAMP)
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	$(PY) bench/bench_online.py
 
+## Benchmark the endpoint from its YAML (90/10, /metrics) and with --workers 2 against the plain endpoint and the floor (needs wrk)
+bench-rollout: $(STAMP)
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	$(PY) bench/bench_rollout.py
+
 ## Benchmark the endpoint with data collection against without (needs wrk; see bench/README.md)
 bench-collect: $(STAMP)
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	$(PY) bench/bench_collect.py
-.PHONY: serve bench-online bench-collect
+.PHONY: serve bench-online bench-rollout bench-collect
 
 ## Start Azurite's blob service on 127.0.0.1:10000 (data in .azurite/) for --storage blob
 azurite: $(NODE_STAMP)
