@@ -341,6 +341,13 @@ def test_408_past_the_request_timeout_and_429_past_the_requests_in_flight(live, 
     assert metric(page, "scoring_requests_total", deployment="slow", code="408", mirror="false") == 1
     assert metric(page, "scoring_requests_total", deployment="tight", code="429", mirror="false") == 1
     assert metric(page, "scoring_requests_total", deployment="tight", code="200", mirror="false") == 2
+    # The request log (written by its own thread, in batches) names status, deployment and version.
+    wait_until(lambda: len([l for l in server.log_path.read_text().splitlines() if "POST /predict" in l]) == 4, 10,
+               "four request lines")
+    lines = [l.split("app_score_api: ", 1)[1] for l in server.log_path.read_text().splitlines() if "POST /predict" in l]
+    assert [l.rsplit(" ", 1)[0] for l in lines] == [
+        "POST /predict 408 records=- model=slow/v001", "POST /predict 429 records=- model=-",
+        "POST /predict 200 records=1 model=tight/v002", "POST /predict 200 records=1 model=tight/v002"]
 
 
 # ----- traffic changed under load --------------------------------------------------------
