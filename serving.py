@@ -235,7 +235,7 @@ class Endpoint:
         try:
             traffic = Traffic.of(*endpoint_spec.effective(self.spec, self.state_dir))
         except EndpointSpecError as exc:
-            log.error("traffic change not applied, still %s: %s", _shown(self.traffic), exc)
+            log.error("traffic change not applied, still traffic %s: %s", _shown(self.traffic), exc)
             return False
         if traffic != self.traffic:
             log.info("traffic now %s (was %s)", _shown(traffic), _shown(self.traffic))
@@ -253,7 +253,7 @@ class Endpoint:
             try:
                 self.check_traffic()
             except Exception:
-                log.exception("traffic state check failed; still %s", _shown(self.traffic))
+                log.exception("traffic state check failed; still traffic %s", _shown(self.traffic))
             settled = all(d.settled for d in self.deployments.values())
             if settled and self.spec is None:
                 return
@@ -276,4 +276,4 @@ def model_info(service: ModelService) -> dict[str, Any]:
 def _shown(traffic: Traffic) -> str:
     split = " ".join(f"{name}={weight}" for name, weight in traffic.weights.items())
     mirror = " ".join(f"{name}={share}" for name, share in traffic.mirror.items())
-    return f"traffic {split}" + (f", mirror {mirror}" if mirror else "")
+    return split + (f", mirror {mirror}" if mirror else "")

@@ -456,3 +456,16 @@ def test_a_bad_traffic_state_is_refused_at_start_and_kept_out_while_serving(serv
                       env={"LOCAL_ENDPOINTS_DIR": str(tmp_path / "state")})
     assert done.returncode == 2
     assert "traffic: the weights sum to 70" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_endpoint_setting_travels_to_workers_and_the_flag_is_documented(monkeypatch, tmp_path):
+    import endpoint_settings
+
+    endpoint = write_endpoint(tmp_path / "online", {"blue": 90, "green": 10})
+    config = endpoint_settings.load(endpoint=endpoint)
+    assert config.to_env()["SCORING_ENDPOINT"] == str(endpoint)
+    monkeypatch.setenv("SCORING_ENDPOINT", str(endpoint))
+    assert endpoint_settings.load().endpoint == endpoint
+    assert app_score_api.build_parser(endpoint_settings.load()).parse_args([]).endpoint == endpoint
+    monkeypatch.delenv("SCORING_ENDPOINT")
+    assert endpoint_settings.load().endpoint is None and "SCORING_ENDPOINT" not in endpoint_settings.load().to_env()
