@@ -278,3 +278,34 @@ def test_integer_id_column_is_a_warning(tmp_path):
     assert run.returncode == 0, run.stderr
     assert (f"WARNING train: feature column 'a' in {tmp_path}/d.csv looks like an ID (a distinct whole number in "
             "each of its 30 rows); drop it unless it carries information") in run.stderr
+
+
+def _one_typo(tmp_path):
+    """day1_breast_cancer.csv with 'n/a' in 'worst area' of data row 5."""
+    frame = pd.read_csv("day1_breast_cancer.csv")
+    frame["worst area"] = frame["worst area"].astype(object)
+    frame.loc[4, "worst area"] = "n/a"
+    frame.to_csv(tmp_path / "typo.csv", index=False)
+    return tmp_path / "typo.csv"
+
+
+def test_a_few_text_cells_in_a_numeric_column_are_refused(tmp_path):
+    run = run_script("train.py", "--data", str(_one_typo(tmp_path)), "--registry-dir", str(tmp_path / "reg"), "--no-mlflow")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == (
+        f"error: feature column 'worst area' in {tmp_path}/typo.csv holds numbers but 1 cell(s) are not "
+        "(first at data row 5: 'n/a'); fix it, leave it empty for missing, or pass --categorical 'worst area'")
+    assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir())
+
+
+def test_check_stray_text_counts_cells_and_respects_categorical():
+    import train
+
+    frame = pd.DataFrame({"x": [str(i) for i in range(40)], "t": ["a"] * 40})
+    frame.loc[[7, 30], "x"] = ["?", "unknown"]
+    with pytest.raises(train.TrainingError, match=re.escape(
+            "feature column 'x' in s.csv holds numbers but 2 cell(s) are not (first at data row 8: '?')")):
+        train.check_stray_text(frame, "s.csv")
+    train.check_stray_text(frame, "s.csv", ["x"])  # named in --categorical: a category, no error
+    frame.loc[[1, 2], "x"] = ["n/a", "n/a"]  # 4 of 40 text cells: below 95% numbers, a category column
+    train.check_stray_text(frame, "s.csv")
