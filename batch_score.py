@@ -460,4 +460,5 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: list) ->
 
 
 if __name__ == "__main__":
+    cli.stdout_closed_ok()
     raise SystemExit(main())

@@ -4,6 +4,7 @@
     cli.add_registry_options(parser)      # --registry-dir, --model-version (default latest)
     cli.add_storage_option(parser)        # --storage local|blob
     cli.setup_logging()                   # WARNING and up, "LEVEL name: message" on stderr
+    cli.stdout_closed_ok()                # `script | head -1`: the run goes on, output to devnull
     days = cli.parse_days(args.date, args.start, args.end)
     print(cli.format_table(rows, [("date", "date", ""), ("mean", "mean score", ".4f")]))
 
@@ -16,7 +17,9 @@ import argparse
 import datetime as dt
 import logging
 import math
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -64,6 +67,46 @@ def setup_logging(verbose: bool = False, *, level: int | None = None) -> None:
     """Diagnostics on stderr: WARNING and up (INFO with `verbose`, or `level` when given)."""
     chosen = level if level is not None else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=chosen, format=LOG_FORMAT)
+
+
+class _ClosedOk:
+    """A text stream that, once its reader has gone (BrokenPipeError), points its file
+    descriptor at os.devnull and goes on: the rest of the output is dropped, the run is not."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _closed(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def stdout_closed_ok() -> None:
+    """Keep a script running when its stdout reader closes early (`script | head -1`): further
+    output goes to os.devnull instead of raising BrokenPipeError mid-run. Not SIG_DFL, which
+    would end the process (and a pipeline's remaining days) at the next print. Call it from
+    `if __name__ == "__main__":`, before main()."""
+    if not isinstance(sys.stdout, _ClosedOk) and hasattr(sys.stdout, "fileno"):
+        sys.stdout = _ClosedOk(sys.stdout)
 
 
 # ----- dates ---------------------------------------------------------------------------------------

@@ -297,5 +297,32 @@ def report_many(url: str, payload: Any, api_key: str | None, args: argparse.Name
     return 0
 
 
+class _ClosedOk:
+    """stdout that, once its reader has gone (`client.py | head -1`), points at os.devnull and goes
+    on instead of raising BrokenPipeError (cli.stdout_closed_ok's twin: this file imports nothing of ours)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+            return len(args[0]) if args else None
+
+    def write(self, text: str) -> int:
+        return self._call("write", text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 if __name__ == "__main__":
+    sys.stdout = _ClosedOk(sys.stdout)
     raise SystemExit(main())

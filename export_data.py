@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cli
 import fileio
 import settings
 
@@ -48,4 +49,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    cli.stdout_closed_ok()
     raise SystemExit(main())

@@ -299,4 +299,5 @@ def _run_days(args, days, store, service, load_error, profile, thresholds, engin
 
 
 if __name__ == "__main__":
+    cli.stdout_closed_ok()
     raise SystemExit(main())

@@ -328,4 +328,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    cli.stdout_closed_ok()
     raise SystemExit(main())

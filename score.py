@@ -494,4 +494,5 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    cli.stdout_closed_ok()
     raise SystemExit(main())

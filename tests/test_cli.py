@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,33 @@ def test_format_table_aligns_numbers_right_and_text_left():
         "bbb      12      -  False",
     ]
     assert cli.format_table([], (("a", "alpha", ""),)) == "alpha"
+
+
+STAGE_SCRIPTS = ("score.py", "analyze_predictions.py", "monitor.py", "generate_raw_data.py", "pipeline_run_batch.py",
+                 "registry.py", "batch_score.py", "endpoint.py", "train.py", "export_data.py")
+
+
+@pytest.mark.parametrize("script", STAGE_SCRIPTS)
+def test_every_stage_script_survives_a_closed_stdout(script):
+    from conftest import ROOT
+
+    tail = (ROOT / script).read_text().split('if __name__ == "__main__":\n', 1)[1]
+    assert tail == "    cli.stdout_closed_ok()\n    raise SystemExit(main())\n"
+
+
+def test_stdout_closed_ok_sends_the_rest_to_devnull(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import cli, sys\ncli.stdout_closed_ok()\nfor i in range(3):\n    print(i)\n"
+            "sys.stderr.write('went on\\n')\nraise SystemExit(3)\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-u", "-c", code], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (3, "went on\n")

@@ -298,3 +298,22 @@ def test_repeat_against_the_real_endpoint(live_server, one_record, capsys):
     # the newest version (an earlier test in this module registers v002 on this server).
     newest = f"v{max(Registry(live_server['registry']).versions()):03d}"
     assert len(lines) == 3 and lines[2].split()[1:] == ["20", "100.0%", newest]
+
+
+def test_a_closed_stdout_reader_is_no_traceback(fake_endpoint, one_record):
+    """`client.py --repeat 200 | head -0`: the tally goes nowhere, the failures line and exit code stay."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "client.py", "--url", f"http://127.0.0.1:{fake_endpoint.server_port}",
+                               "--file", one_record, "--repeat", "200", "--threads", "2"],
+                              cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "error: 4 of 200 request(s) failed (see the table above)\n")
+    assert fake_endpoint.count == 200

@@ -318,3 +318,23 @@ def test_blob_flow_on_azurite(zones, blob_connection, monkeypatch, service, caps
 # ----- helpers ---------------------------------------------------------------------------------
 def _lock_path(zones) -> Path:
     return zones["logs"] / "locks" / "batch_local_20261126.lock"
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_closed_stdout_reader_does_not_stop_the_remaining_days(zones, unbuffered):
+    """`pipeline_run_batch.py --start .. --end .. | head -1`: every day is still scored and logged."""
+    days = [DAY + dt.timedelta(days=i) for i in range(4)]
+    make_raw(*days, rows=40)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    env = {**os.environ, **zones["env"], "PYTHONUNBUFFERED": unbuffered}
+    try:
+        done = subprocess.run([sys.executable, "pipeline_run_batch.py", "--start", "2026-11-26", "--end", "2026-11-29"],
+                              cwd=ROOT, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=180)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert [(r["run_date"], r["status"]) for r in log_rows()] == [(f"{d:%Y-%m-%d}", "success") for d in days]
+    assert sorted(p.name for p in zones["curated"].iterdir() if p.suffix == ".csv") == [
+        f"predictions_{d:%Y%m%d}.csv" for d in days]
