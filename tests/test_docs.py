@@ -320,3 +320,18 @@ def test_mermaid_labels_with_parentheses_are_quoted():
     assert not unquoted, unquoted
     rendered = sorted(p.name for p in (ROOT / "docs" / "diagrams").glob("diagram-*.png"))
     assert rendered == ["diagram-1.png", "diagram-2.png", "diagram-3.png"]
+
+
+def test_endpoint_updates_shown_are_accepted(tmp_path, trained_registry):
+    """Each page's `endpoint.py update` commands, run in order on a fresh state, are accepted."""
+    import shlex
+
+    ran = 0
+    for page, text in PAGES.items():
+        state = tmp_path / page.stem
+        for line in re.findall(r"python endpoint\.py update [^`\n]*", text):
+            args = shlex.split(line)[1:]
+            run = run_script(*args, "--state-dir", str(state), env={"LOCAL_REGISTRY_DIR": str(trained_registry)})
+            assert run.returncode == 0, f"{page.name}: {line}: {run.stderr}"
+            ran += 1
+    assert ran >= 2
