@@ -100,6 +100,31 @@ def endpoint_name(path: Path | None) -> str:
     return name
 
 
+def endpoint_deployments(path: Path | None, endpoint: str) -> list[str]:
+    """The deployments of the endpoint: the names in the YAMLs beside its own whose endpoint_name is
+    `endpoint` (the plain endpoint, no YAML: its one deployment, default)."""
+    if path is None:
+        return [collector.LOCAL_DEPLOYMENT]
+    names = []
+    for file in sorted({*Path(path).parent.glob("*.yml"), *Path(path).parent.glob("*.yaml")}):
+        try:
+            data = endpoint_spec.read_yaml(file)
+        except endpoint_spec.EndpointSpecError:
+            continue
+        if isinstance(data, dict) and data.get("endpoint_name") == endpoint and isinstance(data.get("name"), str):
+            names.append(data["name"])
+    return sorted(names)
+
+
+def check_deployment(path: Path | None, endpoint: str, deployment: str) -> None:
+    """A MonitorError naming the endpoint's deployments when `deployment` is not one of them."""
+    known = endpoint_deployments(path, endpoint)
+    if deployment not in known:
+        where = f"endpoint {endpoint}" if path is not None else f"the plain endpoint {endpoint} (no --endpoint)"
+        raise MonitorError(f"--deployment {deployment!r} is not a deployment of {where}; "
+                           f"its deployments: {', '.join(known) or 'none'}")
+
+
 # ----- from collected events to matrices ------------------------------------------------------
 def rows_matrix(rows: Sequence[Any], profile: dict) -> tuple[np.ndarray, np.ndarray]:
     """Collected input rows as the monitor's float matrix (model's feature order) and the type-error mask.
@@ -337,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         if start >= end:
             raise MonitorError(f"the window is empty: --start {_iso(start)} is not before --end {_iso(end)}")
         endpoint = endpoint_name(args.endpoint)
+        check_deployment(args.endpoint, endpoint, args.deployment)
         store = collector.get_sink(args.storage)
         thresholds = monitoring.Thresholds.from_env()
         result = run_monitor(store, endpoint, args.deployment, start, end, args.registry_dir, thresholds)

@@ -326,3 +326,16 @@ def test_blob_storage_round_trip(collected, service, capsys, monkeypatch, blob_c
     kept = online_traffic.latest_result(sink, "risk-endpoint", "blue")
     assert kept["requests"] == 20 and kept["records"] == 200 and kept["status"]["data_drift"] == "alert"
     assert not collected.exists()  # nothing on the local disk
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--endpoint", "azureml/online/endpoint.yml", "--deployment", "purple"],
+     "error: --deployment 'purple' is not a deployment of endpoint risk-endpoint; its deployments: blue, green"),
+    (["--deployment", "blue"], "error: --deployment 'blue' is not a deployment of the plain endpoint local-endpoint "
+                               "(no --endpoint); its deployments: default"),
+])
+def test_an_unknown_deployment_is_a_usage_error(collected, capsys, argv, message):
+    code = monitor.main([*argv, *WINDOW])
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (2, "", message + "\n")
+    assert not collected.exists() or not any(collected.rglob("*.json"))
