@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_table(result["signals"]))
         print(f"\n{endpoint}/{args.deployment}, {_iso(start)} to {_iso(end)}: {_count(result['requests'], 'request')}, "
-              f"{_count(result['records'], 'record')}; result kept as {kept}")
+              f"{_count(result['records'], 'record')}; result kept as {store.location().rstrip('/')}/{kept}")
         print("\n".join(summary_lines(result)))
     alerting = "alert" in result["status"].values()
     return 1 if args.fail_on_alert and alerting else 0

@@ -112,7 +112,7 @@ def test_table_and_summary_lines(collected, service, capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["signal", "feature", "metric", "value", "threshold", "status", "model"]
     assert ("risk-endpoint/blue, 2026-11-30T00:00:00Z to 2026-12-01T00:00:00Z: 200 requests, 200 records; "
-            "result kept as modelMonitoring/risk-endpoint/blue/") in out
+            f"result kept as {collected}/modelMonitoring/risk-endpoint/blue/") in out
     summary = lines[-3:]
     assert summary[0].startswith("data_drift: alert (3 of 30 features alert: ")
     assert summary[1].startswith("prediction_drift: ")
