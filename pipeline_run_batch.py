@@ -44,7 +44,7 @@ import monitoring
 import runlog
 import settings
 import storage
-from registry import RegistryError
+from registry import RegistryError, parse_version_spec
 from score import ModelService
 
 log = logging.getLogger("pipeline_run_batch")
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         days = cli.parse_days(args.date, args.start, args.end, max_days=MAX_BACKFILL_DAYS)
+        parse_version_spec(args.model_version)  # a malformed one is a usage error; an unknown one a logged failure
         if args.block_size < 4096:
             raise storage.StorageError("--block-size must be at least 4096")
         store = storage.get_storage(args.storage)
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             spark_engine.check_storage(store)
         thresholds = monitoring.Thresholds.from_env(psi_warn=args.psi_warn, psi_alert=args.psi_alert,
                                                     wasserstein=args.wasserstein_threshold, alpha=args.drift_alpha)
-    except (cli.UsageError, storage.StorageError, monitoring.MonitoringError) as exc:
+    except (cli.UsageError, RegistryError, storage.StorageError, monitoring.MonitoringError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     service, load_error = None, None

@@ -137,6 +137,9 @@ def test_a_backfill_runs_every_day_and_goes_on_after_a_failure(zones, capsys):
     (["--start", "2026-11-22", "--end", "2026-11-20"], "--end 2026-11-20 is before --start 2026-11-22"),
     (["--date", "2026-11-26", "--start", "2026-11-20", "--end", "2026-11-21"],
      "give either --date or --start/--end, not both"),
+    (["--date", "2026-11-26", "--model-version", "x"], "invalid model version 'x': use 'latest', a number like 2, or v002"),
+    (["--date", "2026-11-26", "--model-version", "v2x"],
+     "invalid model version 'v2x': use 'latest', a number like 2, or v002"),
 ])
 def test_bad_dates_are_rejected_before_anything_runs(zones, capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -338,3 +341,12 @@ def test_a_closed_stdout_reader_does_not_stop_the_remaining_days(zones, unbuffer
     assert [(r["run_date"], r["status"]) for r in log_rows()] == [(f"{d:%Y-%m-%d}", "success") for d in days]
     assert sorted(p.name for p in zones["curated"].iterdir() if p.suffix == ".csv") == [
         f"predictions_{d:%Y%m%d}.csv" for d in days]
+
+
+def test_an_unknown_well_formed_model_version_is_a_logged_failure(zones, capsys):
+    make_raw(DAY)
+    code, out, err = run(capsys, "--date", "2026-11-26", "--model-version", "v099")
+    missing = f"model version v099 not found in {zones['env']['LOCAL_REGISTRY_DIR']} (available: v001, v002)"
+    assert (code, err) == (1, f"error: 2026-11-26 failed: {missing}\n")
+    (row,) = log_rows()
+    assert (row["status"], row["run_date"], row["error"]) == ("failed", "2026-11-26", missing)
