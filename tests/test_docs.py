@@ -335,3 +335,21 @@ def test_endpoint_updates_shown_are_accepted(tmp_path, trained_registry):
             assert run.returncode == 0, f"{page.name}: {line}: {run.stderr}"
             ran += 1
     assert ran >= 2
+
+
+def test_stages_outputs_are_those_of_a_real_run(tmp_path, trained_registry):
+    """docs/stages.md's score.py probability and curated rows, as make demo's two trainings produce them."""
+    stages = (ROOT / "docs" / "stages.md").read_text(encoding="utf-8")
+    env = {"LOCAL_REGISTRY_DIR": str(trained_registry), "RAW_DIR": str(tmp_path / "raw"),
+           "CURATED_DIR": str(tmp_path / "curated"), "LOGS_DIR": str(tmp_path / "logs")}
+    scored = run_script("score.py", "--sample", "1", env=env)
+    assert scored.returncode == 0, scored.stderr
+    (probability,) = [line.strip() for line in scored.stdout.splitlines() if '"probability"' in line]
+    assert probability in stages
+    for argv in (["--start", "2026-11-24", "--end", "2026-11-25"], ["--date", "2026-11-26", "--drift", "1.0"]):
+        assert run_script("generate_raw_data.py", *argv, env=env).returncode == 0
+    assert run_script("pipeline_run_batch.py", "--start", "2026-11-24", "--end", "2026-11-26", env=env).returncode == 0
+    with open(tmp_path / "curated" / "predictions_20261126.csv", encoding="utf-8") as handle:
+        rows = [line.rstrip("\n").split(",") for _, line in zip(range(4), handle)]
+    shown = "\n".join(",".join([*r[:3], "...", *r[-3:]]) for r in rows)
+    assert f"```\n{shown}\n```" in stages
