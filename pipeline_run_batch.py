@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="significance level of the KS test a difference must also pass, over all features; "
                             f"0 turns it off ($DRIFT_ALPHA, else {defaults.alpha})")
     parser.add_argument("--show-log", type=int, default=None, metavar="N",
-                        help="print the last N runs of the log as a table and exit")
+                        help="print the last N runs of the log (N >= 1) as a table and exit")
     return parser
 
 
@@ -237,11 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("batch_score", "spark_engine"):  # progress on long files, the Spark session's start
         logging.getLogger(name).setLevel(logging.INFO)
     if args.show_log is not None:
+        if args.show_log < 1:
+            print(f"error: --show-log takes a number of runs, 1 or more; got {args.show_log}", file=sys.stderr)
+            return 2
         rows = runlog.read()
         if not rows:
             print(f"error: no runs logged yet ({runlog.log_path()} does not exist); run a date first", file=sys.stderr)
             return 1
-        print(format_log(rows[-args.show_log:] if args.show_log > 0 else rows))
+        print(format_log(rows[-args.show_log:]))
         return 0
     try:
         days = cli.parse_days(args.date, args.start, args.end, max_days=MAX_BACKFILL_DAYS)

@@ -350,3 +350,12 @@ def test_an_unknown_well_formed_model_version_is_a_logged_failure(zones, capsys)
     assert (code, err) == (1, f"error: 2026-11-26 failed: {missing}\n")
     (row,) = log_rows()
     assert (row["status"], row["run_date"], row["error"]) == ("failed", "2026-11-26", missing)
+
+
+@pytest.mark.parametrize("n", ["0", "-1"])
+def test_show_log_takes_one_or_more_runs(zones, capsys, n):
+    make_raw(DAY)
+    assert run(capsys, "--date", "2026-11-26")[0] == 0
+    assert run(capsys, "--show-log", n) == (2, "", f"error: --show-log takes a number of runs, 1 or more; got {n}\n")
+    code, out, err = run(capsys, "--show-log", "1")
+    assert (code, err, len(out.splitlines())) == (0, "", 2)
