@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         written = generate(days, rows=args.rows, noise=args.noise, seed=args.seed, drift=args.drift,
                            drift_features=drift_features, store=storage.get_storage(args.storage), data=args.data,
                            target=args.target, categorical=[c.strip() for c in args.categorical.split(",") if c.strip()])
-    except (cli.UsageError, GenerateError, storage.StorageError) as exc:
+    except cli.UsageError as exc:  # a bad date or range: 2, as in pipeline_run_batch.py and monitor.py
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (GenerateError, storage.StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for location, count in written:

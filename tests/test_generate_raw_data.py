@@ -73,19 +73,20 @@ def test_cli_range_and_errors(tmp_path, capsys, monkeypatch):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"wrote 20 rows to {tmp_path / 'raw' / f'new_data_202611{d}.csv'}" for d in (24, 25, 26)]
-    for argv, message in [
-        (["--date", "../x"], "invalid date '../x'"),
-        (["--start", "2026-11-26", "--end", "2026-11-20"], "is before --start"),
-        (["--date", "2026-11-26", "--rows", "0"], "--rows must be at least 1"),
-        (["--date", "2026-11-26", "--drift", "1", "--drift-features", "nope"], "not in the source data: nope"),
-        (["--start", "2026-11-26"], "--start and --end go together"),
+    for argv, message, code in [
+        (["--date", "../x"], "invalid date '../x'", 2),
+        (["--start", "2026-11-26", "--end", "2026-11-20"], "is before --start", 2),
+        (["--date", "2026-11-26", "--rows", "0"], "--rows must be at least 1", 1),
+        (["--date", "2026-11-26", "--drift", "1", "--drift-features", "nope"], "not in the source data: nope", 1),
+        (["--start", "2026-11-26"], "--start and --end go together", 2),
     ]:
         monkeypatch.setenv("RAW_DIR", str(tmp_path / "raw"))
-        assert gen.main(argv) == 1, argv
+        assert gen.main(argv) == code, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
-    assert gen.main(["--date", "../x"]) == 1
+    assert gen.main(["--date", "../x"]) == 2  # a bad date: 2, as in pipeline_run_batch.py and monitor.py
     assert capsys.readouterr().err == "error: invalid date '../x': expected YYYY-MM-DD, for example 2026-11-26\n"
+    assert run_script("generate_raw_data.py", "--date", "2026-13-01", env=env).returncode == 2
 
 
 # ----- any table: categories, gaps ---------------------------------------------------------------
