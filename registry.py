@@ -283,9 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=settings.HelpFormatter,
     )
     cli.add_registry_options(parser, model_version=False)
+    after = argparse.ArgumentParser(add_help=False)  # --registry-dir also after the subcommand
+    after.add_argument("--registry-dir", type=Path, default=argparse.SUPPRESS,
+                       help="registry folder (default: $LOCAL_REGISTRY_DIR or ./local_registry)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="one line per version with its key metrics")
-    show = sub.add_parser("show", help="metadata and metrics of one version")
+    sub.add_parser("list", parents=[after], help="one line per version with its key metrics")
+    show = sub.add_parser("show", parents=[after], help="metadata and metrics of one version")
     show.add_argument("version", nargs="?", default="latest", help="latest, 2, or v002")
     return parser
 

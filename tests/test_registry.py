@@ -120,3 +120,15 @@ def test_cli_empty_registry_message(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: no model registered in {tmp_path}: run python train.py"
     assert "Traceback" not in result.stderr
+
+
+def test_cli_takes_registry_dir_before_or_after_the_subcommand(trained_registry, tmp_path, capsys):
+    import registry
+
+    before = run_script("registry.py", "--registry-dir", str(trained_registry), "list")
+    after = run_script("registry.py", "list", "--registry-dir", str(trained_registry))
+    assert (after.returncode, after.stderr, after.stdout) == (0, "", before.stdout)
+    shown = run_script("registry.py", "show", "--registry-dir", str(trained_registry), "v002")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["path"] == str(trained_registry / "model_v002")
+    assert registry.build_parser().parse_args(["--registry-dir", str(tmp_path), "list"]).registry_dir == tmp_path
+    assert registry.build_parser().parse_args(["list"]).registry_dir is None
