@@ -12,6 +12,9 @@ SPARK_STAMP := $(VENV)/.spark-installed
 NODE_STAMP := node_modules/.installed
 
 .DEFAULT_GOAL := help
+# make serve's address and port: make serve HOST=0.0.0.0 PORT=8001
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 ## Show this help
 help:
@@ -128,9 +131,9 @@ reliability: $(STAMP)
 	RELIABILITY_FIGURES_DIR="$$figures" $(PY) -m pytest -q tests/test_reliability_*.py; status=$$?; \
 	echo; $(PY) scripts/reliability_table.py "$$figures" || status=1; exit $$status
 
-## Serve the online endpoint on http://127.0.0.1:8000 (POST /predict, /docs)
+## Serve the online endpoint on http://127.0.0.1:8000 (POST /predict, /docs; make serve HOST=... PORT=... for another)
 serve: $(STAMP)
-	$(PY) app_score_api.py --host 127.0.0.1 --port 8000
+	$(PY) app_score_api.py --host $(HOST) --port $(PORT)
 
 ## Benchmark the online endpoint against mlflow models serve (needs wrk; see bench/README.md)
 bench-online: $(STAMP)

@@ -353,3 +353,13 @@ def test_stages_outputs_are_those_of_a_real_run(tmp_path, trained_registry):
         rows = [line.rstrip("\n").split(",") for _, line in zip(range(4), handle)]
     shown = "\n".join(",".join([*r[:3], "...", *r[-3:]]) for r in rows)
     assert f"```\n{shown}\n```" in stages
+
+
+def test_make_serve_takes_host_and_port():
+    def serve(*overrides: str) -> str:
+        done = subprocess.run(["make", "-n", "serve", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    assert serve() == ".venv/bin/python app_score_api.py --host 127.0.0.1 --port 8000"
+    assert serve("PORT=8123", "HOST=0.0.0.0") == ".venv/bin/python app_score_api.py --host 0.0.0.0 --port 8123"
