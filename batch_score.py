@@ -426,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --input (with --output) or --date")
     if args.block_size < 4096:
         parser.error("--block-size must be at least 4096")
+    if args.output is not None and str(args.output) == "-":
+        print("error: --output - (stdout) is not supported: stdout carries the run's summary; give a file path "
+              "such as predictions.csv", file=sys.stderr)
+        return 2
     errors: list[type[Exception]] = [RegistryError, storage.StorageError, BatchError, cli.UsageError]
     try:
         with contextlib.ExitStack() as stack:

@@ -362,3 +362,12 @@ def test_azure_batch_run_keeps_category_text(credit_registry, tmp_path, monkeypa
     frame = batch_score.run([str(_credit_raw(tmp_path, rows=5))])
     assert frame["housing"].tolist()[:2] == ["own", "own"] and frame["age_in_years"].tolist()[:2] == [67.0, 22.0]
     assert list(frame.columns[-3:]) == ["prediction", "score", "model_version"]
+
+
+def test_output_dash_is_refused_in_one_line(trained_registry, raw_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_REGISTRY_DIR", str(trained_registry))
+    monkeypatch.chdir(tmp_path)
+    assert batch_score.main(["--input", str(raw_file), "--output", "-"]) == 2
+    assert capsys.readouterr() == ("", "error: --output - (stdout) is not supported: stdout carries the run's "
+                                       "summary; give a file path such as predictions.csv\n")
+    assert not (tmp_path / "-").exists()
