@@ -14,7 +14,12 @@ if ! $PY registry.py list >/dev/null 2>&1; then
   $PY train.py
 fi
 
-DEMO=${SPARK_DEMO_DIR:-$(mktemp -d -t spark-demo-XXXXXX)}
+if [ -n "${SPARK_DEMO_DIR:-}" ]; then
+  DEMO=$SPARK_DEMO_DIR  # kept
+else
+  DEMO=$(mktemp -d -t spark-demo-XXXXXX)
+  trap 'rm -rf "$DEMO"' EXIT  # removed at the end, also on failure or Ctrl-C
+fi
 export RAW_DIR="$DEMO/raw" CURATED_DIR="$DEMO/curated" LOGS_DIR="$DEMO/logs" REPORTS_DIR="$DEMO/reports"
 echo "zones under $DEMO (raw, curated, logs, reports)"
 
@@ -35,4 +40,8 @@ $PY pipeline_run_batch.py --show-log 3
 
 stage "5. Analysis: risk buckets, trends, drift and the report" "Azure ML model monitoring + a Power BI report"
 $PY analyze_predictions.py --start 2026-11-24 --end 2026-11-26
-echo "done in ${SECONDS}s; the demo's files are in $DEMO"
+if [ -n "${SPARK_DEMO_DIR:-}" ]; then
+  echo "done in ${SECONDS}s; the demo's files are in $DEMO"
+else
+  echo "done in ${SECONDS}s; $DEMO is removed (SPARK_DEMO_DIR=/some/folder make demo-spark keeps the files)"
+fi

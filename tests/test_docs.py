@@ -363,3 +363,42 @@ def test_make_serve_takes_host_and_port():
 
     assert serve() == ".venv/bin/python app_score_api.py --host 127.0.0.1 --port 8000"
     assert serve("PORT=8123", "HOST=0.0.0.0") == ".venv/bin/python app_score_api.py --host 0.0.0.0 --port 8123"
+
+
+STUB_PYTHON = """#!/bin/bash
+# stands in for .venv/bin/python: writes the two files the demo compares, nothing else
+case "$1" in
+  pipeline_run_batch.py) [ "$2" = --start ] && mkdir -p "$CURATED_DIR" && echo same >"$CURATED_DIR/predictions_20261126.csv" ;;
+  batch_score.py) echo same >"$5" ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_demo_spark_removes_its_temporary_zones(tmp_path, outcome):
+    """scripts/demo_spark.sh, in a copy whose python is a stub: its mktemp folder is gone at the end."""
+    import shutil
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "demo_spark.sh", tmp_path / "scripts")
+    stub = tmp_path / ".venv" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(STUB_PYTHON if outcome == "success" else STUB_PYTHON.replace("echo same >\"$5\"", "exit 1"))
+    stub.chmod(0o755)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SPARK_DEMO_DIR"} | {"TMPDIR": str(temp)}
+    done = subprocess.run(["bash", "scripts/demo_spark.sh"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    (zones,) = re.findall(r"^zones under (\S+) ", done.stdout, re.M)
+    assert zones.startswith(f"{temp}/spark-demo-")
+    assert done.returncode == (0 if outcome == "success" else 1), done.stderr
+    assert list(temp.iterdir()) == []
+    if outcome == "success":
+        assert done.stdout.splitlines()[-1].endswith(
+            f"s; {zones} is removed (SPARK_DEMO_DIR=/some/folder make demo-spark keeps the files)")
+    kept = tmp_path / "kept"
+    again = subprocess.run(["bash", "scripts/demo_spark.sh"], cwd=tmp_path, env=env | {"SPARK_DEMO_DIR": str(kept)},
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == done.returncode and (kept / "curated" / "predictions_20261126.csv").is_file()
