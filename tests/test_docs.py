@@ -402,3 +402,11 @@ def test_demo_spark_removes_its_temporary_zones(tmp_path, outcome):
     again = subprocess.run(["bash", "scripts/demo_spark.sh"], cwd=tmp_path, env=env | {"SPARK_DEMO_DIR": str(kept)},
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == done.returncode and (kept / "curated" / "predictions_20261126.csv").is_file()
+
+
+def test_shown_commands_write_no_scratch_files_into_the_repository():
+    """A `$ ... > FILE` shown in the docs writes under /tmp (or /dev/null), never beside the code."""
+    targets = [(page.name, target) for page, text in PAGES.items()
+               for target in re.findall(r"^\$ .*?(?<![0-9&])>\s*([^\s&|;]+)", text, re.M)]
+    assert ("stages.md", "/tmp/bad.json") in targets
+    assert [t for t in targets if not t[1].startswith(("/tmp/", "/dev/null"))] == []
