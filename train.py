@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import platform
-import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -92,7 +91,10 @@ def check_features(features, source: str, categorical: Sequence[str] = ()) -> No
     """Errors for unusable feature columns, warnings for suspicious ones; each names the column."""
     import pandas as pd
 
-    check_stray_text(features, source, categorical)
+    try:
+        training_data.check_stray_text(features, source, categorical)
+    except training_data.TrainingDataError as exc:
+        raise TrainingError(str(exc)) from None
     reserved = [c for c in features.columns if str(c) in RESERVED_COLUMNS]
     if reserved:
         raise TrainingError(f"feature column(s) {', '.join(map(repr, reserved))} in {source} are named like an output "
@@ -112,30 +114,6 @@ def check_features(features, source: str, categorical: Sequence[str] = ()) -> No
         if (column.dropna() % 1 == 0).all():
             log.warning("feature column %r in %s looks like an ID (a distinct whole number in each of its %d rows); "
                         "drop it unless it carries information", name, source, rows)
-
-
-# A text column whose non-empty cells are at least this share numbers is a numeric column with typos.
-MOSTLY_NUMERIC = 0.95
-
-
-def check_stray_text(features, source: str, categorical: Sequence[str] = ()) -> None:
-    """A TrainingError for a column of numbers with a few text cells (e.g. one "n/a"), which
-    would otherwise become a category with a level per distinct number; --categorical allows it."""
-    import pandas as pd
-
-    for name in features.columns:
-        column = features[name]
-        if str(name) in categorical or pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            continue
-        filled = column.dropna()
-        numbers = pd.to_numeric(filled.astype(str).str.strip(), errors="coerce")
-        bad = numbers.isna()
-        if len(filled) == 0 or not bad.any() or (len(filled) - int(bad.sum())) / len(filled) < MOSTLY_NUMERIC:
-            continue
-        first = int(features.index.get_loc(bad.idxmax())) + 1
-        raise TrainingError(f"feature column {name!r} in {source} holds numbers but {int(bad.sum())} cell(s) are not "
-                            f"(first at data row {first}: {filled[bad.idxmax()]!r}); fix it, leave it empty for missing, "
-                            f"or pass --categorical {shlex.quote(str(name))}")
 
 
 def binary_target(labels, target: str, positive_class: str | None):

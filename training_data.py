@@ -2,12 +2,14 @@
 
 train.py fits on it, generate_raw_data.py samples new rows from it and score.py --sample
 scores its first rows. The table is returned as read (every column, the target included);
-what a caller needs of it (numeric features, a binary target) the caller checks.
+what a caller needs of it (numeric features, a binary target) the caller checks; check_stray_text
+finds a numeric column with a few text cells.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,3 +61,27 @@ def table_sha256(frame: Any) -> str:
 
         return sha256_file(Path(source))
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+
+
+# A text column whose non-empty cells are at least this share numbers is a numeric column with typos.
+MOSTLY_NUMERIC = 0.95
+
+
+def check_stray_text(features, source: str, categorical: Sequence[str] = ()) -> None:
+    """A TrainingDataError for a feature column of numbers with a few text cells (e.g. one "n/a"), which
+    would otherwise become a category with a level per distinct number; --categorical allows it."""
+    import pandas as pd
+
+    for name in features.columns:
+        column = features[name]
+        if str(name) in categorical or pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        filled = column.dropna()
+        numbers = pd.to_numeric(filled.astype(str).str.strip(), errors="coerce")
+        bad = numbers.isna()
+        if len(filled) == 0 or not bad.any() or (len(filled) - int(bad.sum())) / len(filled) < MOSTLY_NUMERIC:
+            continue
+        first = int(features.index.get_loc(bad.idxmax())) + 1
+        raise TrainingDataError(f"feature column {name!r} in {source} holds numbers but {int(bad.sum())} cell(s) are "
+                                f"not (first at data row {first}: {filled[bad.idxmax()]!r}); fix it, leave it empty "
+                                f"for missing, or pass --categorical {shlex.quote(str(name))}")

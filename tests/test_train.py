@@ -299,13 +299,13 @@ def test_a_few_text_cells_in_a_numeric_column_are_refused(tmp_path):
 
 
 def test_check_stray_text_counts_cells_and_respects_categorical():
-    import train
+    import training_data
 
     frame = pd.DataFrame({"x": [str(i) for i in range(40)], "t": ["a"] * 40})
     frame.loc[[7, 30], "x"] = ["?", "unknown"]
-    with pytest.raises(train.TrainingError, match=re.escape(
+    with pytest.raises(training_data.TrainingDataError, match=re.escape(
             "feature column 'x' in s.csv holds numbers but 2 cell(s) are not (first at data row 8: '?')")):
-        train.check_stray_text(frame, "s.csv")
-    train.check_stray_text(frame, "s.csv", ["x"])  # named in --categorical: a category, no error
+        training_data.check_stray_text(frame, "s.csv")
+    training_data.check_stray_text(frame, "s.csv", ["x"])  # named in --categorical: a category, no error
     frame.loc[[1, 2], "x"] = ["n/a", "n/a"]  # 4 of 40 text cells: below 95% numbers, a category column
-    train.check_stray_text(frame, "s.csv")
+    training_data.check_stray_text(frame, "s.csv")
