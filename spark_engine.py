@@ -12,11 +12,11 @@ JSON summary on stdout.
 How: Spark reads the file as text columns and splits it into partitions; the registered model
 is broadcast once; each partition goes through `mapInArrow` to batch_score.score_batch (the
 streaming engine's own validation and score.ModelService, not a second implementation),
-renders its rows with batch_score's CSV writer and ends with one line holding its partial
-summary and drift profile. Spark writes the partitions into a hidden temporary folder next to
-the output; the driver then merges the partials (batch summary, monitoring.DriftAccumulator)
-and assembles header + partitions, in order, into one file through storage.write_file (atomic). A
-killed run leaves only hidden `.NAME.*.tmp` entries, which the pipeline's next run of that
+renders its rows with csv_rows (the streaming engine's CSV text) and ends with one line
+holding its partial summary and drift profile. Spark writes the partitions into a hidden
+temporary folder next to the output; the driver then merges the partials (batch summary,
+monitoring.DriftAccumulator) and assembles header + partitions, in order, into one file,
+atomically (storage.write_file; for a URI, a hidden name then a rename). A killed run leaves only hidden `.NAME.*.tmp` entries, which the pipeline's next run of that
 date removes. A bad cell fails the run naming the file, row, column and value, with no output.
 
 Storage: local paths, or URIs through the session's Hadoop file systems (abfss:// on Azure;
