@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -226,6 +227,56 @@ def test_pipeline_with_spark_logs_the_same_row_and_drift_table(spark, zones, ser
     for row in (first, second):
         row.pop("timestamp"), row.pop("duration_s")
     assert second == first and second["status"] == "success"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_a_run_killed_mid_job_leaves_nothing_under_the_output_name(spark, zones, service):
+    """SIGKILL the pipeline while Spark writes its parts: no curated file; the next run clears and succeeds."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, wait_until
+
+    write_raw(zones["raw"] / storage.raw_name(DAY), rows=60_000, note=False)
+    curated = zones["curated"] / storage.curated_name(DAY)
+    child = subprocess.Popen(
+        [sys.executable, "pipeline_run_batch.py", "--date", str(DAY), "--engine", "spark", "--spark-master", "local[1]"],
+        cwd=ROOT, env={**os.environ, **zones["env"]}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jvm: list[int] = []
+
+    def writing_parts() -> bool:
+        assert child.poll() is None, f"the run ended before the kill point (exit {child.returncode})"
+        jvm[:] = jvm or _children(child.pid)
+        return any(p.stat().st_size for p in zones["curated"].glob(f".{curated.name}.spark-*.tmp/**/part-*"))
+
+    try:
+        wait_until(writing_parts, 300, "Spark to write its first part", interval=0.005)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    # The JVM sees its driver's pipe close and exits by itself; wait for it so nothing writes on.
+    wait_until(lambda: not [pid for pid in jvm if Path(f"/proc/{pid}").exists()
+                            and "java" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")],
+               120, "the killed run's JVM to exit")
+    assert not curated.exists()
+    left = [p.name for p in zones["curated"].iterdir()]
+    assert left and all(name.startswith(f".{curated.name}.") and name.endswith(".tmp") for name in left)
+    row = pipeline_run_batch.run_date(DAY, storage.LocalStorage(), service,
+                                      engine=spark_engine.SparkEngine(session=spark))
+    assert row["status"] == "success" and int(row["row_count"]) == 60_000, row["error"]
+    assert sorted(p.name for p in zones["curated"].iterdir()) == [curated.name]
 
 
 def test_blob_storage_is_refused_in_one_line(zones, capsys):
