@@ -167,3 +167,23 @@ def test_the_deployment_yaml_turns_collection_on(trained_registry, tmp_path, mon
     assert [e["xrequestid"] for e in inputs] == ["blue-0", "blue-1", "blue-3"]
     assert {e["modelversion"] for e in inputs} == {"v001"}
     assert {e["source"] for e in inputs} == {"/onlineEndpoints/risk-endpoint/deployments/blue"}
+
+
+def test_a_sampling_rate_of_half_keeps_about_half_of_2000_requests(trained_registry, tmp_path, monkeypatch):
+    from test_endpoint_routing import BODY, deployment_yaml, write_endpoint
+
+    root = tmp_path / "collected"
+    half = dict(COLLECTING, sampling_rate=0.5)
+    endpoint = write_endpoint(tmp_path / "online", {"blue": 100},
+                              blue=deployment_yaml("blue", "azureml:risk-classifier:1", data_collector=half))
+    for key, value in {"DATA_COLLECTOR_DIR": str(root), "LOCAL_REGISTRY_DIR": str(trained_registry),
+                       "LOCAL_ENDPOINTS_DIR": str(tmp_path / "state"), "SCORING_ENDPOINT": str(endpoint)}.items():
+        monkeypatch.setenv(key, value)
+    with TestClient(app_score_api.create_app()) as api:
+        codes = [api.post("/predict", content=BODY, headers={"content-type": "application/json"}).status_code
+                 for _ in range(2000)]
+    assert codes == [200] * 2000
+    count = {c: sum(len(p.read_text().splitlines()) for p in (root / "modelDataCollector").rglob(f"{c}/**/*.jsonl"))
+             for c in ("model_inputs", "model_outputs")}
+    assert count["model_inputs"] == count["model_outputs"]
+    assert abs(count["model_inputs"] / 2000 - 0.5) <= 0.05, count
