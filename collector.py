@@ -256,6 +256,18 @@ class BlobSink:
         return self._container
 
     def append(self, path: str, data: bytes) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._append(path, data)
+        except ResourceNotFoundError:
+            # The container or the blob went away (deleted, or a storage emulator restarted
+            # empty): make them again, once.
+            self._container = None
+            self._created.discard(path)
+            self._append(path, data)
+
+    def _append(self, path: str, data: bytes) -> None:
         from azure.core.exceptions import ResourceExistsError
 
         blob = self.container.get_blob_client(path)

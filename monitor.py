@@ -20,9 +20,8 @@ Signals and metrics are Azure ML model monitoring's, with its default thresholds
   are the training min-max, or for a category the training categories).
 A distance alerts only beyond sampling noise, as in the batch (monitoring.py's docstring:
 the two-sample KS test, or Pearson's chi-squared test for a category, at $DRIFT_ALPHA over
-the features; 0 turns the guard off and leaves
-Azure's plain thresholds). Each signal's overall row (feature null, metric
-`alerting_features`) alerts when any feature does.
+the features; 0 turns the guard off and leaves Azure's plain thresholds). Each signal's
+overall row (feature null, metric `alerting_features`) alerts when any feature does.
 
 Prints a table and one summary line per signal (--json: the list of
 {signal, feature, metric, value, threshold, status, model_version} objects), and keeps the

@@ -239,6 +239,14 @@ def test_blob_layout_then_azurite_stopped(tmp_path):
     assert c.flush() == 0
     stats = c.stats()
     assert stats["write_failures"] == 2 and stats["lost_model_inputs"] == 1 and stats["written_model_inputs"] == 3
+    azurite.start()  # back on the same port, empty (in memory): the container and blobs are made again
+    try:
+        c.collect(ROWS, OUTS, request_id="e", model_version="v001", when=WHEN)
+        assert c.flush() == 2
+        names = sink.list("modelDataCollector/risk-endpoint")
+        assert [json.loads(x)["xrequestid"] for x in sink.read(names[0]).splitlines()] == ["e"]
+    finally:
+        azurite.stop()
 
 
 def test_a_full_disk_counts_lost_lines_and_recovers(tmp_path):

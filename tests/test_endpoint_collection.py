@@ -167,3 +167,48 @@ def test_the_deployment_yaml_turns_collection_on(trained_registry, tmp_path, mon
     assert [e["xrequestid"] for e in inputs] == ["blue-0", "blue-1", "blue-3"]
     assert {e["modelversion"] for e in inputs} == {"v001"}
     assert {e["source"] for e in inputs} == {"/onlineEndpoints/risk-endpoint/deployments/blue"}
+
+
+def test_a_sampling_rate_of_half_keeps_about_half_of_2000_requests(trained_registry, tmp_path, monkeypatch):
+    from test_endpoint_routing import BODY, deployment_yaml, write_endpoint
+
+    root = tmp_path / "collected"
+    half = dict(COLLECTING, sampling_rate=0.5)
+    endpoint = write_endpoint(tmp_path / "online", {"blue": 100},
+                              blue=deployment_yaml("blue", "azureml:risk-classifier:1", data_collector=half))
+    for key, value in {"DATA_COLLECTOR_DIR": str(root), "LOCAL_REGISTRY_DIR": str(trained_registry),
+                       "LOCAL_ENDPOINTS_DIR": str(tmp_path / "state"), "SCORING_ENDPOINT": str(endpoint)}.items():
+        monkeypatch.setenv(key, value)
+    with TestClient(app_score_api.create_app()) as api:
+        codes = [api.post("/predict", content=BODY, headers={"content-type": "application/json"}).status_code
+                 for _ in range(2000)]
+    assert codes == [200] * 2000
+    count = {c: sum(len(p.read_text().splitlines()) for p in (root / "modelDataCollector").rglob(f"{c}/**/*.jsonl"))
+             for c in ("model_inputs", "model_outputs")}
+    assert count["model_inputs"] == count["model_outputs"]
+    assert abs(count["model_inputs"] / 2000 - 0.5) <= 0.05, count
+
+
+def test_mirrored_copies_are_collected_on_the_mirror_deployment(trained_registry, tmp_path, monkeypatch):
+    from test_endpoint_routing import BODY, deployment_yaml, write_endpoint
+
+    root = tmp_path / "collected"
+    endpoint = write_endpoint(tmp_path / "online", {"blue": 100, "green": 0}, {"green": 50},
+                              blue=deployment_yaml("blue", "azureml:risk-classifier:1", data_collector=COLLECTING),
+                              green=deployment_yaml("green", "azureml:risk-classifier:2", data_collector=COLLECTING))
+    for key, value in {"DATA_COLLECTOR_DIR": str(root), "LOCAL_REGISTRY_DIR": str(trained_registry),
+                       "LOCAL_ENDPOINTS_DIR": str(tmp_path / "state"), "SCORING_ENDPOINT": str(endpoint)}.items():
+        monkeypatch.setenv(key, value)
+    with TestClient(app_score_api.create_app()) as api:
+        answers = [api.post("/predict", content=BODY, headers={"content-type": "application/json"})
+                   for _ in range(60)]
+    assert {a.headers["azureml-model-deployment"] for a in answers} == {"blue"}
+
+    def ids(deployment: str, collection: str) -> list[str]:
+        folder = root / "modelDataCollector" / "risk-endpoint" / deployment / collection
+        return [json.loads(x)["xrequestid"] for p in sorted(folder.rglob("*.jsonl")) for x in p.read_text().splitlines()]
+
+    assert sorted(ids("blue", "model_inputs")) == sorted(a.headers["x-request-id"] for a in answers)
+    mirrored = ids("green", "model_inputs")
+    assert 0 < len(mirrored) < 60 and set(mirrored) <= set(ids("blue", "model_inputs"))
+    assert sorted(ids("green", "model_outputs")) == sorted(mirrored)

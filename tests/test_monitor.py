@@ -339,3 +339,21 @@ def test_an_unknown_deployment_is_a_usage_error(collected, capsys, argv, message
     out, err = capsys.readouterr()
     assert (code, out, err) == (2, "", message + "\n")
     assert not collected.exists() or not any(collected.rglob("*.json"))
+
+
+def test_each_model_version_is_compared_with_its_own_profile(collected, service, trained_registry, capsys):
+    from score import ModelService
+
+    older = ModelService.from_registry(trained_registry, "v001")
+    records = in_bounds_records(service, 120)
+    send(collected, older, records[:60])
+    send(collected, service, drifted(records[60:]), when=NOW + timedelta(hours=1))
+    code, out, err = run(capsys, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert {(r["signal"], r["model_version"], r["status"]) for r in rows if r["feature"] is None} >= {
+        ("data_drift", "v001", "ok"), ("data_drift", "v002", "alert")}
+    kept = online_traffic.latest_result(collector.LocalSink(collected), "risk-endpoint", "blue")
+    assert kept["model_versions"] == [{"model_version": "v001", "requests": 60, "records": 60},
+                                      {"model_version": "v002", "requests": 60, "records": 60}]
+    assert kept["status"]["data_drift"] == "alert"
