@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -357,7 +358,10 @@ def test_stages_outputs_are_those_of_a_real_run(tmp_path, trained_registry):
 
 def test_make_serve_takes_host_and_port():
     def serve(*overrides: str) -> str:
-        done = subprocess.run(["make", "-n", "serve", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would add "Leaving directory" lines.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        done = subprocess.run(["make", "--no-print-directory", "-n", "serve", *overrides], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()[-1]
 
