@@ -8,6 +8,7 @@ import re
 import pandas as pd
 import pytest
 
+import training_data
 from conftest import run_script
 
 METRIC_KEYS = {"accuracy", "roc_auc", "train_size", "test_size", "random_state"}
@@ -281,8 +282,8 @@ def test_integer_id_column_is_a_warning(tmp_path):
 
 
 def _one_typo(tmp_path):
-    """day1_breast_cancer.csv with 'n/a' in 'worst area' of data row 5."""
-    frame = pd.read_csv("day1_breast_cancer.csv")
+    """The breast_cancer table (scikit-learn's copy: a fresh clone has no exported CSV) with 'n/a' in 'worst area' of data row 5."""
+    frame = training_data.load_table(None)
     frame["worst area"] = frame["worst area"].astype(object)
     frame.loc[4, "worst area"] = "n/a"
     frame.to_csv(tmp_path / "typo.csv", index=False)
