@@ -40,8 +40,8 @@ from fastapi.staticfiles import StaticFiles
 import endpoint_settings
 import settings
 from endpoint_collection import Collection
-from endpoint_http import (ApiKeyGuard, RequestLog, ensure_log_handler, error, json_response, log_in_background,
-                           note, PlainRoute)
+from endpoint_http import (ApiKeyGuard, DirectRoutes, PlainRoute, RequestLog, ensure_log_handler, error, json_response,
+                           log_in_background, note)
 from endpoint_metrics import InFlight, Metrics
 from endpoint_predict import VERSION_HEADER, Deadlines, mirror_copy, predict
 from endpoint_router import Mirror
@@ -145,10 +145,14 @@ def create_app(registry_dir: Path | str | None = None, model_version: str | None
         description="Scores records with the registered risk classifier (a local stand-in for an "
                     "Azure ML managed online endpoint).",
         version="1.0", docs_url=None, redoc_url=None,
+        # No OpenTelemetry: the endpoint's metrics are its own (/metrics); checking for a configured
+        # provider on every request costs about a twentieth of a one-record /predict.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=_lifespan(registry_dir=registry_dir, model_version=model_version, max_records=max_records,
                            reload_seconds=reload_seconds, collect_data=collect_data, endpoint=endpoint),
     )
-    app.add_middleware(ApiKeyGuard)  # added first, so RequestLog (outermost) logs its 401s
+    app.add_middleware(DirectRoutes, routes={("POST", "/predict"): predict})  # innermost: after the key check
+    app.add_middleware(ApiKeyGuard)  # added before RequestLog, so RequestLog (outermost) logs its 401s
     app.add_middleware(RequestLog)
     app.router.add_api_route("/predict", predict, methods=["POST"], route_class_override=PlainRoute, **PREDICT_DOC)
     app.add_api_route("/docs", docs, include_in_schema=False)
@@ -235,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(config.to_env())  # workers import the app afresh and read these back
     log_in_background(args.log_level.upper())  # the request log's lines are written by a thread, in batches
 
-    import uvicorn
+    import endpoint_workers  # uvicorn; several workers each get a listening socket of their own
 
-    uvicorn.run("app_score_api:app", host=args.host, port=args.port, workers=args.workers,
-                log_level=args.log_level, access_log=False, app_dir=str(Path(__file__).resolve().parent))
+    endpoint_workers.run("app_score_api:app", host=args.host, port=args.port, workers=args.workers,
+                         log_level=args.log_level, access_log=False, app_dir=str(Path(__file__).resolve().parent))
     return 0
 
 

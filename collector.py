@@ -133,6 +133,19 @@ def uuid4_strings(count: int) -> list[str]:
     return out
 
 
+_SPARE_UUIDS: list[str] = []
+
+
+def uuid4_string() -> str:
+    """One random (version 4) UUID as text, drawn from ids made 256 at a time (one system call per
+    256 ids instead of one per id: the endpoint gives every request an id)."""
+    try:
+        return _SPARE_UUIDS.pop()
+    except IndexError:
+        _SPARE_UUIDS.extend(uuid4_strings(256))
+        return _SPARE_UUIDS.pop()
+
+
 # The line's fields, in Azure's order; the constant ones are filled in once per collector and
 # collection, the rest per event (bytes formatting: a fraction of building and encoding a dict).
 FIELDS = ("specversion", "id", "source", "type", "datacontenttype", "time", "data", "correlationid",

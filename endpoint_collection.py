@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import collector
@@ -35,7 +34,7 @@ Recorder = Callable[[Sequence[Any], Sequence[int] | None, Sequence[float] | None
 def request_id(headers: Any) -> str:
     """The request's x-request-id if it sent a usable one, else a new UUID."""
     given = headers.get(REQUEST_ID_HEADER)
-    return given if given and _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+    return given if given and _REQUEST_ID.fullmatch(given) else collector.uuid4_string()
 
 
 class Collection:

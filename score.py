@@ -30,7 +30,7 @@ import numpy as np
 
 import cli
 import settings
-from direct_scoring import fixed_order_logit, table_direct
+from direct_scoring import linear_direct, table_direct
 from feature_schema import Schema, SchemaError
 from registry import METADATA_FILE, MODEL_FILE, Registry, RegistryError, load_verified_model
 
@@ -77,7 +77,7 @@ class ModelService:
     features: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    # Class-1 probability computed straight from the fitted parameters (see _direct_proba);
+    # Class-1 probability computed straight from the fitted parameters (direct_scoring.py);
     # None when the model is not of a form it covers, and then the pipeline scores as usual.
     _direct: Any = field(default=None, init=False, repr=False, compare=False)
     # The version's feature schema (all plain numbers for versions registered before it existed).
@@ -92,7 +92,17 @@ class ModelService:
         # A table model (fitted on a DataFrame: categories, gaps) takes the decoded frame.
         self._takes_frame = hasattr(self.model, "feature_names_in_")
         self._direct = (table_direct(self.model, self.schema) if self._takes_frame
-                        else _direct_proba(self.model, len(self.features)))
+                        else linear_direct(self.model, len(self.features)))
+        self._pick = (operator.itemgetter(*self.features) if len(self.features) > 1
+                      else (lambda r, name=self.features[0]: (r[name],)))
+        # One record of plain numbers is scored in Python floats (direct_scoring.LinearForm.one):
+        # same bits as the matrix path, a fraction of its time for a single record.
+        self._one = getattr(self._direct, "one", None) if self._plain else None
+        if self._one is not None:
+            try:
+                self._classes = [int(c) for c in np.asarray(self.model.classes_).astype(np.int64).tolist()]
+            except (TypeError, ValueError):
+                self._one = None
 
     @property
     def positive_class(self) -> Any:
@@ -294,60 +304,41 @@ class ModelService:
             return self.rows_to_matrix(records), [dict(zip(self.features, row)) for row in records]
         return self.to_matrix(records), list(records)
 
+    def predict_records(self, records: Sequence[Any]) -> tuple[list[Any], list[int], list[float]]:
+        """(inputs, predictions, probabilities of class 1) as Python lists, for records or value
+        lists in feature order; a RecordError for the first bad one."""
+        if self._one is not None and len(records) == 1:
+            scored = self._score_one(records[0])
+            if scored is not None:
+                return list(records), [scored[0]], [scored[1]]
+        matrix, inputs = self.records_matrix(records)
+        predictions, probabilities = self.predict(matrix)
+        return inputs, predictions.tolist(), probabilities.tolist()
+
+    def _score_one(self, record: Any) -> tuple[int, float] | None:
+        """(prediction, probability) of one record of plain numbers, or None for anything the
+        matrix path must see (it then gives the same answer, or names what is wrong)."""
+        if type(record) is not dict:
+            return None
+        try:
+            row = self._pick(record)
+        except KeyError:
+            return None
+        if not _NUMBER_SET.issuperset(map(type, row)):
+            return None
+        probability = self._one(row)
+        if probability is None:
+            return None
+        return self._classes[1 if probability > 1 - probability else 0], probability
+
     def score_payload(self, payload: Any) -> dict[str, Any]:
         """Score a parsed request body: {"records": [...]} or Azure's {"data": [...]}."""
-        matrix, inputs = self.records_matrix(extract_records(payload))
-        predictions, probabilities = self.predict(matrix)
+        inputs, predictions, probabilities = self.predict_records(extract_records(payload))
         results = [
-            {"input": record, "prediction": int(p), "probability": float(q)}
-            for record, p, q in zip(inputs, predictions.tolist(), probabilities.tolist())
+            {"input": record, "prediction": p, "probability": q}
+            for record, p, q in zip(inputs, predictions, probabilities)
         ]
         return {"results": results, "model_version": self.version}
-
-
-def _direct_proba(model: Any, width: int):
-    """StandardScaler -> binary LogisticRegression as three numpy operations, or None.
-
-    The pipeline's predict_proba spends ~0.2 ms per call re-validating its input, which
-    dominates single-record online scoring. The same arithmetic as scikit-learn's (centre,
-    scale, dot with coef_, add intercept_, expit) on an already validated float64 matrix
-    gives the same numbers; the result is checked against predict_proba on probe rows and
-    the direct form is used only when they agree to 1e-12.
-    """
-    try:
-        from scipy.special import expit
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        if not isinstance(model, Pipeline) or len(model.steps) != 2:
-            return None
-        scaler, classifier = model.steps[0][1], model.steps[1][1]
-        if type(scaler) is not StandardScaler or type(classifier) is not LogisticRegression:
-            return None
-        if len(classifier.classes_) != 2 or classifier.coef_.shape != (1, width):
-            return None
-        mean = scaler.mean_ if scaler.with_mean else None
-        scale = scaler.scale_ if scaler.with_std else None
-        coef = [float(c) for c in classifier.coef_[0]]
-        intercept = float(classifier.intercept_[0])
-
-        def direct(matrix: np.ndarray) -> np.ndarray:
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf/NaN: the caller checks
-                x = matrix - mean if mean is not None else matrix.copy()
-                if scale is not None:
-                    x /= scale
-                return expit(fixed_order_logit(intercept, x, coef))
-
-        center = mean if mean is not None else np.zeros(width)
-        spread = scale if scale is not None else np.ones(width)
-        probe = center + spread * np.random.default_rng(0).normal(0.0, 3.0, size=(64, width))
-        if not np.allclose(direct(probe), model.predict_proba(probe)[:, 1], rtol=0.0, atol=1e-12):
-            return None
-        return direct
-    except Exception:  # any surprise: fall back to the pipeline itself
-        log.debug("direct scoring unavailable; using the pipeline's predict_proba", exc_info=True)
-        return None
 
 
 def extract_records(payload: Any) -> list[Any]:

@@ -358,10 +358,10 @@ def test_help_and_bad_flags():
 
 
 def test_cli_passes_its_settings_to_the_workers(serve, monkeypatch, registry):
-    import uvicorn
+    import endpoint_workers
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setattr(endpoint_workers, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     for name in ("MODEL_VERSION", "SCORING_MAX_RECORDS", "SCORING_RELOAD_SECONDS"):
         monkeypatch.setenv(name, "")  # main() sets these; monkeypatch restores them afterwards
     assert app_score_api.main(["--port", "8765", "--workers", "3", "--model-version", "v001",

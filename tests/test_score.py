@@ -320,3 +320,49 @@ def test_nullable_number_still_refuses_nan_and_earliest_record_wins(gappy):
         gappy.score_payload({"records": [good, "not an object", {**good, "grade": 3}]})
     with pytest.raises(RecordError, match="^record 1, feature 'region': missing feature$"):
         gappy.score_payload({"records": [good, {"income": 1.0}]})
+
+
+def test_one_record_in_python_floats_gives_the_matrix_paths_bits(service):
+    """A single record is scored in Python floats (direct_scoring.LinearForm.one): the same
+    prediction and the same probability bits as the numpy matrix path, from ordinary values to
+    logits far in both tails (expit's underflow included) and integers."""
+    scaler = service.model.steps[0][1]
+    rng = np.random.default_rng(3)
+    rows = scaler.mean_ + scaler.scale_ * rng.normal(0.0, 1.0, size=(3000, len(service.features))) * \
+        rng.choice([0.1, 1.0, 10.0, 1e3, 1e6], size=(3000, 1))
+    records = [dict(zip(service.features, row)) for row in rows.tolist()]
+    records += [dict(zip(service.features, [int(round(v)) for v in row])) for row in rows[:200].tolist()]
+    fast = 0
+    for record in records:
+        fast += service._score_one(record) is not None
+        inputs, predictions, probabilities = service.predict_records([record])
+        matrix_predictions, matrix_probabilities = service.predict(service.to_matrix([record]))
+        assert inputs == [record]
+        assert predictions == matrix_predictions.tolist()
+        assert np.float64(probabilities[0]).tobytes() == matrix_probabilities[0].tobytes()
+    assert fast == len(records)
+    probabilities = [service.predict_records([r])[2][0] for r in records]
+    assert min(probabilities) == 0.0 and max(probabilities) == 1.0  # both tails were reached
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mean_radius": KeyError}, "record 0, feature 'mean radius': missing feature"),
+    ({"mean_texture": True}, "record 0, feature 'mean texture': expected a number, got boolean true"),
+    ({"worst_area": math.nan}, "record 0, feature 'worst area': expected a finite number, got NaN"),
+    ({"worst_area": math.inf}, "record 0, feature 'worst area': expected a finite number, got Infinity"),
+    ({"worst_area": 10**400}, "record 0, feature 'worst area': expected a finite number, got an integer too large for a float"),
+])
+def test_one_bad_record_gets_the_same_error_as_in_a_batch(service, sample_records, change, message):
+    with pytest.raises(RecordError) as info:
+        service.predict_records([_bad(sample_records[0], **change)])
+    assert str(info.value) == message
+
+
+def test_one_record_that_overflows_inside_the_model_is_a_record_error(service, sample_records):
+    scaler, classifier = service.model.steps[0][1], service.model.steps[1][1]
+    small = [i for i in range(len(service.features)) if scaler.scale_[i] < 1][:2]
+    record = dict(sample_records[0])
+    for i, sign in zip(small, (1, -1)):
+        record[service.features[i]] = sign * float(np.sign(classifier.coef_[0, i])) * 1.7e308
+    with pytest.raises(RecordError, match=r"record 0: values too large for the model to score"):
+        service.predict_records([record])

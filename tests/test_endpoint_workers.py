@@ -1,0 +1,96 @@
+"""endpoint_workers.py: `--workers N` gives every worker a listening socket of its own, so the
+kernel spreads connections over the workers (a shared socket can hand them all to one)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from conftest import ROOT, ApiServer, free_port, wait_until
+
+
+def _sockets(pid: int) -> set[int]:
+    """The socket inodes a process holds open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _tcp(port: int) -> list[tuple[str, int]]:
+    """(state, inode) of the IPv4 TCP sockets whose local port is `port` (01 established, 0A listening)."""
+    rows = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                rows.append((fields[3], int(fields[9])))
+    return rows
+
+
+def _workers(parent: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        children.append(int(entry))
+            except OSError:
+                continue
+    return children
+
+
+def test_two_workers_each_listen_and_share_the_connections(trained_registry, tmp_path):
+    server = ApiServer(trained_registry, tmp_path / "api.log", {}, "--workers", "2")
+    try:
+        server.wait_ready()
+        def listening() -> set[int]:
+            return {inode for state, inode in _tcp(server.port) if state == "0A"}
+
+        wait_until(lambda: len(listening()) == 2, 30, "both workers to listen")  # the second may start later
+        workers = _workers(server.proc.pid)
+        listening = listening()
+        assert len(listening) == 2  # one listening socket per worker, none shared
+        owners = {pid: _sockets(pid) & listening for pid in workers}
+        assert sorted(len(mine) for mine in owners.values() if mine) == [1, 1]
+        # 16 connections opened at once: each lands on a worker's own socket, and both get some.
+        clients = [httpx.Client(base_url=server.url, timeout=5) for _ in range(16)]
+        try:
+            for client in clients:
+                assert client.get("/health").status_code == 200
+            established = {inode for state, inode in _tcp(server.port) if state == "01"}
+            per_worker = sorted(len(_sockets(pid) & established) for pid in workers if _sockets(pid) & listening)
+            assert sum(per_worker) == 16 and per_worker[0] >= 1, per_worker
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        server.stop()
+    wait_until(lambda: not _workers(server.proc.pid) and not _tcp(server.port), 15, "the workers to exit")
+
+
+def test_a_taken_port_is_one_line_and_no_worker_starts(trained_registry):
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        run = subprocess.run([sys.executable, "app_score_api.py", "--port", str(port), "--workers", "2",
+                              "--registry-dir", str(trained_registry)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+    finally:
+        holder.close()
+    assert run.returncode == 3
+    assert run.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in run.stderr
