@@ -1,12 +1,6 @@
 #!/usr/bin/env bash
 # The walkthrough behind `make demo`: every stage in order, on local storage.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PYTHONWARNINGS=ignore
-
-SECONDS=0
-stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)  [%ss]\n' "$1" "$2" "$SECONDS"; }
+source "$(dirname "$0")/demo_lib.sh"  # set -euo pipefail, cd to the repo, PY, stage, free_port, start_api
 
 stage "1. Export the training data" "an Azure ML data asset"
 $PY export_data.py
@@ -24,32 +18,8 @@ $PY score.py --sample 3 --format table
 stage "5. Serve the latest version online and call it" "an Azure ML managed online endpoint"
 # In a subshell with its own trap, so the API is stopped by its PID even when a step fails.
 (
-  API_PORT=${API_PORT:-$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-  API_URL="http://127.0.0.1:$API_PORT"
-  mkdir -p logs
-  $PY app_score_api.py --host 127.0.0.1 --port "$API_PORT" >>logs/score_api.log 2>&1 &
-  API_PID=$!
-  trap 'status=$?; kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null || true; echo "API stopped (pid $API_PID)"; exit $status' EXIT
-  # Poll /ready until the model is loaded (no fixed sleep); give up if the API process exits.
-  READY=$($PY - "$API_URL" "$API_PID" <<'PY'
-import os, sys, time, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url + "/ready", timeout=1) as answer:
-            print(answer.read().decode())
-            sys.exit(0)
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit("error: the API exited: see logs/score_api.log")
-        time.sleep(0.05)
-sys.exit("error: the API was not ready within 60 s: see logs/score_api.log")
-PY
-)
-  echo "API pid $API_PID on $API_URL: $READY"
+  start_api logs/score_api.log
+  echo "API pid $API_PID on $API_URL: $API_READY"
   echo "\$ python client.py --url $API_URL --n 3"
   $PY client.py --url "$API_URL" --n 3
   PAYLOAD=examples/one_record.json  # the data's first row, as {"records": [...]}

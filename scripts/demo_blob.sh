@@ -2,11 +2,8 @@
 # `make demo-blob`: the nightly batch and the analysis against Azure Blob Storage, emulated by
 # Azurite (from npm), started on a free loopback port with in-memory storage and stopped again.
 # The scripts are the same as in `make demo`; only --storage blob and the connection string change.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PYTHONWARNINGS=ignore
-
+source "$(dirname "$0")/demo_lib.sh"  # set -euo pipefail, cd to the repo, PY, stage, free_port, start_api
+# Headings without the [Ns] of the other demos: the stages below run in a second process under Azurite.
 stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)\n' "$1" "$2"; }
 
 if [[ "${1:-}" != "--stages" ]]; then

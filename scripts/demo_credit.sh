@@ -3,18 +3,12 @@
 # (data/german_credit.csv: 13 categorical and 7 numeric features, target good/bad), in a
 # registry, zones and logs of its own under demo_credit/, so it never mixes with `make demo`.
 # The score is the probability of `bad`: "high risk" means a high probability of default.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PYTHONWARNINGS=ignore
+source "$(dirname "$0")/demo_lib.sh"  # set -euo pipefail, cd to the repo, PY, stage, free_port, start_api
 BASE=${DEMO_CREDIT_DIR:-demo_credit}
 export LOCAL_REGISTRY_DIR=$BASE/local_registry RAW_DIR=$BASE/raw CURATED_DIR=$BASE/curated LOGS_DIR=$BASE/logs
 export REPORTS_DIR=$BASE/reports ARTIFACTS_DIR=$BASE/artifacts MLFLOW_TRACKING_URI=sqlite:///$BASE/mlflow.db
 mkdir -p "$BASE"
 DATA=(--data data/german_credit.csv --target creditability)
-
-SECONDS=0
-stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)  [%ss]\n' "$1" "$2" "$SECONDS"; }
 
 stage "1. Train, track and register two versions on the credit data" "an Azure ML command job, tracked with MLflow"
 $PY train.py "${DATA[@]}" --positive-class bad --experiment credit-risk --model-name credit-risk-classifier
@@ -28,29 +22,11 @@ $PY score.py --sample 3 --format table
 
 stage "4. Serve the latest version online and call it" "an Azure ML managed online endpoint"
 (
-  API_PORT=${API_PORT:-$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-  API_URL="http://127.0.0.1:$API_PORT"
-  mkdir -p "$LOGS_DIR"
-  $PY app_score_api.py --host 127.0.0.1 --port "$API_PORT" >>"$LOGS_DIR/score_api.log" 2>&1 &
-  API_PID=$!
-  trap 'status=$?; kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null || true; echo "API stopped (pid $API_PID)"; exit $status' EXIT
-  $PY - "$API_URL" "$API_PID" <<'PY'
-import json, os, sys, time, urllib.error, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 60
-while True:
-    try:
-        with urllib.request.urlopen(url + "/ready", timeout=1) as answer:
-            print("ready:", answer.read().decode())
-            break
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit("error: the API exited: see its log in $LOGS_DIR/score_api.log")
-        if time.monotonic() > deadline:
-            sys.exit("error: the API was not ready within 60 s")
-        time.sleep(0.05)
+  start_api "$LOGS_DIR/score_api.log"
+  echo "ready: $API_READY"
+  $PY - "$API_URL" <<'PY'  # what /model, /openapi.json and a bad category say
+import json, sys, urllib.error, urllib.request
+url = sys.argv[1]
 with urllib.request.urlopen(url + "/model", timeout=5) as answer:
     model = json.load(answer)
 kinds = [f["type"] for f in model["feature_schema"]]

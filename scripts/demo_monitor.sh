@@ -3,13 +3,7 @@
 # serve the latest version with --collect-data, send a day of ordinary traffic and a day with
 # drift, stop the endpoint (SIGTERM writes what is queued), run monitor.py over that traffic,
 # then the report with its Online traffic section. Collected files go under collected/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PYTHONWARNINGS=ignore
-
-SECONDS=0
-stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)  [%ss]\n' "$1" "$2" "$SECONDS"; }
+source "$(dirname "$0")/demo_lib.sh"  # set -euo pipefail, cd to the repo, PY, stage, free_port, start_api
 
 if ! $PY registry.py list >/dev/null 2>&1; then
   echo "error: no model registered: run make demo (or python train.py) first" >&2
@@ -30,28 +24,8 @@ echo "200 records each: $WORK/records_20261130.json, $WORK/records_20261201.json
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)  # the monitor looks at this run's traffic only
 stage "2. Serve with data collection on and send both days" "a managed online deployment with its data_collector"
 (
-  API_PORT=$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  API_URL="http://127.0.0.1:$API_PORT"
-  mkdir -p logs
-  $PY app_score_api.py --host 127.0.0.1 --port "$API_PORT" --collect-data >>logs/score_api.log 2>&1 &
-  API_PID=$!
-  trap 'status=$?; kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; exit $status' EXIT
-  $PY - "$API_URL" "$API_PID" <<'PY'
-import os, sys, time, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    try:
-        urllib.request.urlopen(url + "/ready", timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit("error: the API exited: see logs/score_api.log")
-        time.sleep(0.05)
-sys.exit("error: the API was not ready within 60 s: see logs/score_api.log")
-PY
+  API_PORT=$(free_port)  # a free port, whatever API_PORT the environment holds
+  start_api logs/score_api.log --collect-data
   for day in 20261130 20261201; do
     echo "\$ python client.py --url $API_URL --file records_$day.json --repeat 5"
     $PY client.py --url "$API_URL" --file "$WORK/records_$day.json" --repeat 5
