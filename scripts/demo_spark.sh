@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # `make demo-spark`: three nightly files scored by the Spark engine, the run log and the analysis,
 # in zones of their own (a temporary folder, or $SPARK_DEMO_DIR) so nothing mixes with make demo's.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-export PYTHONWARNINGS=ignore
-SECONDS=0
-stage() { printf '\n\033[1m== %s\033[0m  (Azure: %s)  [%ss]\n' "$1" "$2" "$SECONDS"; }
+source "$(dirname "$0")/demo_lib.sh"  # set -euo pipefail, cd to the repo, PY, stage
 
 if ! $PY registry.py list >/dev/null 2>&1; then
   stage "0. No model registered yet: train one" "command job + model registry"

@@ -385,7 +385,8 @@ def test_demo_spark_removes_its_temporary_zones(tmp_path, outcome):
     import shutil
 
     (tmp_path / "scripts").mkdir()
-    shutil.copy(ROOT / "scripts" / "demo_spark.sh", tmp_path / "scripts")
+    for script in ("demo_spark.sh", "demo_lib.sh"):
+        shutil.copy(ROOT / "scripts" / script, tmp_path / "scripts")
     stub = tmp_path / ".venv" / "bin" / "python"
     stub.parent.mkdir(parents=True)
     stub.write_text(STUB_PYTHON if outcome == "success" else STUB_PYTHON.replace("echo same >\"$5\"", "exit 1"))
