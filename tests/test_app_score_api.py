@@ -524,3 +524,29 @@ def test_hot_swap_to_another_schema_updates_openapi(serve, registry, credit_regi
         assert props["purpose"]["type"] == "string" and "radio/television" in props["purpose"]["enum"]
         assert "mean radius" not in props and predict(client, example).status_code == 200
         assert request["properties"]["records"]["items"]["title"] == "Record (v003)"
+
+
+def test_predict_is_answered_ahead_of_the_router_and_still_documented(serve, monkeypatch, caplog):
+    """POST /predict is served by endpoint_http.DirectRoutes: the route keeps its OpenAPI entry,
+    other methods still get the router's 405, the key is still checked first, and a failure inside
+    the handler is a logged 500 whose body shows no traceback."""
+    import endpoint_predict
+
+    with serve() as client:
+        assert "post" in client.get("/openapi.json").json()["paths"]["/predict"]
+        assert client.get("/predict").status_code == 405
+        assert predict(client, {"records": [EXAMPLE_RECORD]}).status_code == 200
+    with serve(SCORING_API_KEY="k-2f4") as client:
+        assert predict(client, {"records": [EXAMPLE_RECORD]}).status_code == 401
+        assert predict(client, {"records": [EXAMPLE_RECORD]}, authorization="Bearer k-2f4").status_code == 200
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("scorer blew up")
+
+    monkeypatch.setattr(endpoint_predict, "score", broken)
+    monkeypatch.delenv("SCORING_API_KEY")
+    caplog.set_level(logging.INFO, logger="app_score_api")
+    with TestClient(app, raise_server_exceptions=False) as client:  # the registry and settings of serve()
+        response = predict(client, {"records": [EXAMPLE_RECORD]})
+    assert response.status_code == 500 and "Traceback" not in response.text and "blew up" not in response.text
+    assert "POST /predict 500 records=- model=v002" in caplog.text
