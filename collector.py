@@ -134,6 +134,7 @@ def uuid4_strings(count: int) -> list[str]:
 
 
 _SPARE_UUIDS: list[str] = []
+os.register_at_fork(after_in_child=_SPARE_UUIDS.clear)  # a forked child must not hand out its parent's ids
 
 
 def uuid4_string() -> str:

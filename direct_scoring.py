@@ -148,8 +148,11 @@ def linear_direct(model: Any, width: int) -> LinearForm | None:
         center = form.mean if form.mean is not None else np.zeros(width)
         spread = form.scale if form.scale is not None else np.ones(width)
         probe = center + spread * np.random.default_rng(0).normal(0.0, 3.0, size=(64, width))
-        if not np.allclose(form(probe), model.predict_proba(probe)[:, 1], rtol=0.0, atol=1e-12):
+        matrix = form(probe)
+        if not np.allclose(matrix, model.predict_proba(probe)[:, 1], rtol=0.0, atol=1e-12):
             return None
+        if [form.one(row) for row in probe.tolist()] != matrix.tolist():  # never expected: then no one-row path
+            form.one = None  # type: ignore[method-assign]
         return form
     except Exception:  # any surprise: fall back to the pipeline itself
         log.debug("direct scoring unavailable; using the pipeline's predict_proba", exc_info=True)

@@ -5,9 +5,16 @@ uvicorn's --workers shares one listening socket between the workers: the first w
 kernel wakes accepts every connection waiting, so a client that opens its connections at once
 (a load balancer's pool, wrk) can land them all on one worker while the other idles (measured:
 `--workers 2` gave 1.0x to 1.7x one worker, run to run). Here the parent reserves the port with
-a socket that has SO_REUSEPORT and never listens, and each worker, when it unpickles its copy,
-opens a socket of its own on the same address with SO_REUSEPORT: the kernel then spreads new
-connections over the workers' sockets. uvicorn's supervisor (restarts, signals) is unchanged.
+a socket that never listens, and each worker, when it unpickles its copy, opens a socket of its
+own on the same address with SO_REUSEPORT: the kernel then spreads new connections over the
+workers' sockets (Linux; elsewhere the shared socket as uvicorn has it). uvicorn's supervisor
+(restarts, signals) is unchanged.
+
+The parent's socket has SO_REUSEADDR but not SO_REUSEPORT, so a second server started on the
+same port is refused as with uvicorn's own socket, rather than joining the first one's workers.
+One difference: connections still waiting in a worker's queue when that worker exits (a crash,
+a restart) are reset instead of going to another worker, unless the kernel migrates them
+(`sysctl net.ipv4.tcp_migrate_req=1`, Linux 5.14+).
 """
 
 from __future__ import annotations
@@ -21,11 +28,18 @@ from uvicorn.config import STARTUP_FAILURE
 
 
 def _listener(family: int, address: tuple) -> socket.socket:
-    """A socket bound to `address` with SO_REUSEPORT (what each worker unpickles)."""
+    """A socket bound to `address` with SO_REUSEPORT (what each worker unpickles). A worker that
+    cannot bind (another program took the port meanwhile) exits with uvicorn's startup-failure
+    code, which stops the parent instead of restarting the worker again and again."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        print(f"error: a worker cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
     return sock
 
 
@@ -40,8 +54,7 @@ def reserve(host: str, port: int) -> WorkerSocket:
     """The parent's socket on host:port (an OSError when the address is taken)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = WorkerSocket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: see the module's note
     try:
         sock.bind((host, port))
     except OSError:
@@ -52,7 +65,7 @@ def reserve(host: str, port: int) -> WorkerSocket:
 
 def run(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> None:
     """uvicorn.run(app, ...) for one worker; for several, uvicorn's supervisor over per-worker sockets."""
-    if workers <= 1 or not hasattr(socket, "SO_REUSEPORT"):
+    if workers <= 1 or not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
         uvicorn.run(app, host=host, port=port, workers=workers, **options)
         return
     from uvicorn.supervisors import Multiprocess
@@ -68,4 +81,7 @@ def run(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> 
         sys.exit(STARTUP_FAILURE)
     print(f"serving on http://{host}:{sock.getsockname()[1]} with {workers} workers, each on its own socket",
           file=sys.stderr)
-    Multiprocess(config, sockets=[sock]).run()
+    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)  # uvicorn.run exits 0 here; a worker that could not start is a failed start

@@ -295,3 +295,23 @@ def test_a_full_disk_counts_lost_lines_and_recovers(tmp_path):
     finally:
         if mounted:
             subprocess.run(["umount", str(root)], check=True)
+
+
+def test_request_ids_are_uuid4_and_a_forked_child_draws_its_own():
+    import os
+    import uuid
+
+    collector._SPARE_UUIDS.clear()
+    first = collector.uuid4_string()
+    assert uuid.UUID(first).version == 4 and str(uuid.UUID(first)) == first
+    spare = set(collector._SPARE_UUIDS)
+    assert len(spare) == 255 and first not in spare
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id must not be one the parent still holds
+        os.write(write, collector.uuid4_string().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert uuid.UUID(child).version == 4 and child not in spare

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from conftest import ROOT, ApiServer, free_port, wait_until
 
@@ -94,3 +95,39 @@ def test_a_taken_port_is_one_line_and_no_worker_starts(trained_registry):
     assert run.returncode == 3
     assert run.stderr.strip().splitlines()[-1] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert "Traceback" not in run.stderr
+
+
+def test_a_second_server_on_the_same_port_is_refused_not_joined(trained_registry, tmp_path):
+    """The parent's socket has no SO_REUSEPORT: a second `--workers 2` on a serving port stops with
+    one line, as with uvicorn's own socket, instead of taking half the first one's connections."""
+    first = ApiServer(trained_registry, tmp_path / "first.log", {}, "--workers", "2")
+    try:
+        first.wait_ready()
+        wait_until(lambda: len([1 for state, _ in _tcp(first.port) if state == "0A"]) == 2, 30, "both workers")
+        second = subprocess.run([sys.executable, "app_score_api.py", "--port", str(first.port), "--workers", "2",
+                                 "--registry-dir", str(trained_registry)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL)
+        assert second.returncode == 3
+        assert second.stderr.strip().splitlines()[-1] == \
+            f"error: cannot listen on 127.0.0.1:{first.port}: Address already in use"
+        assert len([1 for state, _ in _tcp(first.port) if state == "0A"]) == 2
+    finally:
+        first.stop()
+
+
+def test_a_worker_that_cannot_bind_stops_with_the_startup_failure_code(capsys):
+    """If another program takes the port before a worker listens, the worker exits with uvicorn's
+    startup-failure code (the supervisor then stops) rather than being restarted forever."""
+    import endpoint_workers
+
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        with pytest.raises(SystemExit) as info:
+            endpoint_workers._listener(socket.AF_INET, ("127.0.0.1", port))
+    finally:
+        holder.close()
+    assert info.value.code == 3
+    assert capsys.readouterr().err.strip() == f"error: a worker cannot listen on 127.0.0.1:{port}: Address already in use"
