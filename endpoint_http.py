@@ -33,7 +33,7 @@ OPEN_PATHS = frozenset({"/health", "/ready"})  # liveness and readiness never ne
 _LOG_KEY = "app_score_api.log"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WRITE_INTERVAL = 0.05  # seconds between the log writer's batches
-YIELD_EVERY = 8  # log lines the writer formats before it lets the serving thread run
+YIELD_EVERY = 64  # log lines the writer formats before it lets the serving thread run
 
 
 # ----- responses -------------------------------------------------------------------------
