@@ -72,17 +72,16 @@ class Traffic:
 
 def choose(traffic: Traffic, header: str | None, known: Mapping[str, Any], endpoint: str) -> tuple[str, str | None]:
     """(deployment that answers, mirror deployment or None) for a request with this header value."""
-    listed = ", ".join(known)
     if header is not None:
         name = header.strip()
         if name not in known:
             raise RouteError(404, f"endpoint {endpoint} has no deployment named {name!r} "
-                                  f"({DEPLOYMENT_HEADER}); its deployments: {listed}")
+                                  f"({DEPLOYMENT_HEADER}); its deployments: {', '.join(known)}")
         return name, None  # Azure mirrors only requests without the header
     name = traffic.pick()
     if name is None:
         raise RouteError(404, f"endpoint {endpoint} has no deployment with traffic above 0: send the "
-                              f"{DEPLOYMENT_HEADER} header (deployments: {listed}) or give one traffic "
+                              f"{DEPLOYMENT_HEADER} header (deployments: {', '.join(known)}) or give one traffic "
                               f"(python endpoint.py update --traffic ...)")
     return name, traffic.mirrored()
 

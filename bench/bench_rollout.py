@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -67,6 +68,12 @@ def cpu_seconds(pid: int) -> float:
         changed = bool(found)
         family |= found
     return sum(times.get(p, 0.0) for p in family)
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's children that have ended (each finished wrk run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def prepare(workdir: Path) -> tuple[Path, Path, bytes]:
@@ -114,16 +121,19 @@ def run(duration: int, warmup: int, rounds: int) -> dict[str, Any]:
             for name, server in servers.items():
                 url = server.url + "/predict"
                 run_wrk(url, body, 8, warmup, workdir)
-                before = cpu_seconds(server.proc.pid)
+                before, wrk_before = cpu_seconds(server.proc.pid), children_cpu_seconds()
                 figures = run_wrk(url, body, 8, duration, workdir)
-                figures["cpu_us"] = (cpu_seconds(server.proc.pid) - before) / max(1, figures["requests"]) * 1e6
+                done = max(1, figures["requests"])
+                figures["cpu_us"] = (cpu_seconds(server.proc.pid) - before) / done * 1e6
+                figures["wrk_cpu_us"] = (children_cpu_seconds() - wrk_before) / done * 1e6  # the load generator's share
                 if figures["errors"]:
                     raise BenchError(f"{name}: {figures['errors']} failed requests")
                 samples[name].append(figures)
                 log.info("round %d %-9s %8.0f req/s  %6.1f us CPU/request  p99 %.2f ms", round_number, name,
                          figures["rps"], figures["cpu_us"], figures["p99_ms"])
         metrics = urllib_get(servers["endpoint"].url + "/metrics")
-        return {"rounds": rounds, "duration_s": duration, "load_average": os.getloadavg(), "samples": samples,
+        return {"rounds": rounds, "duration_s": duration, "load_average": os.getloadavg(), "cores": os.cpu_count(),
+                "samples": samples,
                 "endpoint_metrics": [line for line in metrics.splitlines() if line.startswith("scoring_requests_total")]}
     finally:
         for server in servers.values():
@@ -162,8 +172,23 @@ def report(results: dict[str, Any]) -> str:
     for label, a, b, target in checks:
         x = ratio(a, b)
         lines.append(f"- {label} {x:.2f}x by req/s (target >= {target}x): {'met' if x >= target else 'MISSED'}")
+    lines.append(workers_ceiling(samples, results.get("cores") or os.cpu_count() or 1))
     lines.append("- the endpoint's answers: " + "; ".join(results["endpoint_metrics"]))
     return "\n".join(lines)
+
+
+def workers_ceiling(samples: dict[str, list[dict[str, float]]], cores: int) -> str:
+    """How far two workers can scale here: wrk shares the cores, so at most `cores` CPU-seconds per
+    second go to the servers' and wrk's CPU per request together; the ceiling's ratio to the plain
+    endpoint's req/s, and the share of it that two workers reach (medians of the rounds)."""
+    ceilings, reached = [], []
+    for two, one in zip(samples["workers-2"], samples["plain"]):
+        ceiling = cores / ((two["cpu_us"] + two["wrk_cpu_us"]) / 1e6)
+        ceilings.append(ceiling / one["rps"])
+        reached.append(two["rps"] / ceiling)
+    wrk = statistics.median(r["wrk_cpu_us"] for r in samples["workers-2"])
+    return (f"- the ceiling for workers-2 / plain on {cores} cores shared with wrk ({wrk:.0f} us of CPU per request "
+            f"for wrk): {statistics.median(ceilings):.2f}x; two workers reach {statistics.median(reached):.0%} of it")
 
 
 def build_parser() -> argparse.ArgumentParser:
