@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ClientError(f"{flag} must be at least 1, got {value}")
         url = predict_url(args.url)
         payload = load_payload(args.file) if args.file is not None else {"records": sample_records(args.n, args.data)}
+        if args.file is None and len(payload["records"]) < args.n:
+            print(f"note: the data has {len(payload['records'])} rows; sending those (--repeat N sends the "
+                  f"request N times)", file=sys.stderr)
         if args.repeat > 1:
             return report_many(url, payload, api_key, args)
         answer, elapsed, served_by = post(url, payload, api_key, args.timeout, args.deployment_name)

@@ -50,37 +50,41 @@ class WorkerSocket(socket.socket):
         return _listener, (self.family, self.getsockname())
 
 
-def reserve(host: str, port: int) -> WorkerSocket:
-    """The parent's socket on host:port (an OSError when the address is taken)."""
+def _bind(kind: type[socket.socket], host: str, port: int) -> socket.socket:
+    """A socket of `kind` bound to host:port with SO_REUSEADDR only, or one line and uvicorn's
+    startup-failure code when the address is taken (before any model is loaded)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = WorkerSocket(family, socket.SOCK_STREAM)
+    sock = kind(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: see the module's note
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+    sock.set_inheritable(True)
     return sock
 
 
 def run(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> None:
-    """uvicorn.run(app, ...) for one worker; for several, uvicorn's supervisor over per-worker sockets."""
-    if workers <= 1 or not sys.platform.startswith("linux"):  # elsewhere SO_REUSEPORT does not spread connections
-        uvicorn.run(app, host=host, port=port, workers=workers, **options)
-        return
-    from uvicorn.supervisors import Multiprocess
-
+    """Serve `app` (an import string) with uvicorn: one worker on this process, or several under
+    uvicorn's supervisor, each on a socket of its own (Linux) or sharing one (elsewhere)."""
     app_dir = options.pop("app_dir", None)
     if app_dir is not None:  # as uvicorn.run does; spawned workers start with the parent's sys.path
         sys.path.insert(0, app_dir)
     config = uvicorn.Config(app, host=host, port=port, workers=workers, **options)
-    try:
-        sock = reserve(host, port)
-    except OSError as exc:
-        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        sys.exit(STARTUP_FAILURE)
-    print(f"serving on http://{host}:{sock.getsockname()[1]} with {workers} workers, each on its own socket",
-          file=sys.stderr)
+    spread = workers > 1 and sys.platform.startswith("linux")  # elsewhere SO_REUSEPORT does not spread connections
+    sock = _bind(WorkerSocket if spread else socket.socket, host, port)
+    if workers <= 1:
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    if spread:
+        print(f"serving on http://{host}:{port} with {workers} workers, each on its own socket", file=sys.stderr)
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):

@@ -207,13 +207,14 @@ def steps(url: str, endpoint: str, env: dict[str, str]) -> None:
 
 
 def wait_for(url: str, traffic: dict[str, int]) -> None:
-    """Until the endpoint applies the recorded traffic (it looks every second)."""
-    deadline = time.monotonic() + 10
+    """Until the endpoint applies the traffic `endpoint.py update` has just recorded (it looks every second)."""
+    recorded = time.monotonic()
+    deadline = recorded + 10
     while traffic_in_effect(url) != traffic:
         if time.monotonic() > deadline:
             raise SystemExit(f"error: the endpoint did not apply {traffic} within 10 s")
         time.sleep(0.1)
-    print(f"   in effect after {time.monotonic() - START:.1f}s: {traffic}")
+    print(f"   in effect {time.monotonic() - recorded:.1f}s after the update was recorded: {traffic}")
 
 
 def main() -> int:

@@ -317,3 +317,9 @@ def test_a_closed_stdout_reader_is_no_traceback(fake_endpoint, one_record):
         os.close(write_end)
     assert (done.returncode, done.stderr) == (1, "error: 4 of 200 request(s) failed (see the table above)\n")
     assert fake_endpoint.count == 200
+
+
+def test_asking_for_more_rows_than_the_data_has_says_so(live_server):
+    run = run_script("client.py", "--url", live_server["url"], "--n", "1000", env={"SCORING_API_KEY": API_KEY})
+    assert run.returncode == 0, run.stderr
+    assert "note: the data has 569 rows; sending those (--repeat N sends the request N times)" in run.stderr

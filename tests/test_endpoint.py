@@ -312,6 +312,11 @@ def test_invalid_yaml_anywhere_in_the_folder_is_refused(project, name):
                                  "expected ',' or ']', but got '<stream end>'")
 
 
+def test_a_key_written_twice_is_refused_not_silently_overwritten(project):
+    (project / "endpoint.yml").write_text("name: risk-endpoint\ntraffic:\n  blue: 90\n  green: 10\n  green: 0\n")
+    assert error_of(project) == "online/endpoint.yml: invalid YAML at line 5, column 3: key 'green' written twice"
+
+
 def test_endpoint_yaml_that_is_missing_empty_or_has_no_deployment(project):
     with pytest.raises(EndpointSpecError, match="^online/nowhere.yml: file not found$"):
         endpoint_spec.load_endpoint(project / "nowhere.yml")
