@@ -6,25 +6,24 @@ and one-hot encoding for the categories, then a binary LogisticRegression. Scori
 record through it builds a DataFrame and runs four transformers, about 100 times the cost
 of the arithmetic itself. On the schema's float encoding (category codes, NaN for empty)
 the same model is: impute and scale the number columns, look each category code up in a
-table of its one-hot coefficient, add, expit. `table_direct` builds that function and
-returns it only when it agrees with the pipeline's own predict_proba to 1e-12 on probe
-rows; otherwise None, and the pipeline scores as usual.
+table of its one-hot coefficient, add, expit. `table_direct` builds that form (TableForm)
+and returns it only when it agrees with the pipeline's own predict_proba to 1e-12 on probe
+rows; otherwise None, and the pipeline scores as usual. `linear_direct` does the same for the
+plain StandardScaler -> LogisticRegression pipeline (LinearForm). Each form also scores one
+record in Python floats (`one`), bit for bit as its matrix form does.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 log = logging.getLogger("direct_scoring")
 
-Direct = Callable[[np.ndarray], np.ndarray]
-
-
-def table_direct(model: Any, schema: Any, missing_level: str = "(missing)") -> Direct | None:
+def table_direct(model: Any, schema: Any, missing_level: str = "(missing)") -> "TableForm | None":
     """The direct form of a table model, or None when the model is not of that form."""
     try:
         return _build(model, schema, missing_level)
@@ -33,8 +32,7 @@ def table_direct(model: Any, schema: Any, missing_level: str = "(missing)") -> D
         return None
 
 
-def _build(model: Any, schema: Any, missing_level: str) -> Direct | None:
-    from scipy.special import expit
+def _build(model: Any, schema: Any, missing_level: str) -> "TableForm | None":
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -53,25 +51,67 @@ def _build(model: Any, schema: Any, missing_level: str) -> Direct | None:
     tables = _category_tables(blocks.get("category"), slices.get("category"), coef, index, schema, missing_level)
     if numbers is None or tables is None:
         return None
-    num_cols, median, mean, scale, num_coef = numbers
-    intercept = float(classifier.intercept_[0])
+    form = TableForm(float(classifier.intercept_[0]), *numbers, tables)
+    probe = _probe(schema, np.random.default_rng(0), 64)
+    matrix = form(probe)
+    if not np.allclose(matrix, model.predict_proba(schema.frame(probe))[:, 1], rtol=0.0, atol=1e-12):
+        return None
+    if [form.one(row) for row in probe.tolist()] != matrix.tolist():  # never expected: then no one-row path
+        form.one = None  # type: ignore[method-assign]
+    return form
 
-    def direct(matrix: np.ndarray) -> np.ndarray:
+
+class TableForm:
+    """A table model's class-1 probability from its parameters: `form(matrix)` for a matrix in the
+    schema's float encoding, `form.one(values)` for one encoded row in Python floats (no numpy: most
+    of a one-record answer otherwise). The same operations in the same order, so the same bits."""
+
+    def __init__(self, intercept: float, num_cols: np.ndarray, median: np.ndarray, mean: np.ndarray,
+                 scale: np.ndarray, num_coef: np.ndarray, tables: list[tuple[int, np.ndarray]]):
+        self.intercept, self.num_cols, self.median, self.mean, self.scale = intercept, num_cols, median, mean, scale
+        self.num_coef, self.tables = num_coef, tables
+        self._numbers = list(zip(num_cols.tolist(), median.tolist(), mean.tolist(), scale.tolist(),
+                                 [float(c) for c in num_coef]))
+        self._levels = [(j, table.tolist()) for j, table in tables]
+        from scipy.special import expit
+
+        self._expit = expit
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf/NaN: the caller checks
-            logit = np.full(matrix.shape[0], intercept)
-            if num_cols.size:
-                x = matrix[:, num_cols]
-                x = np.where(np.isnan(x), median, x)
-                logit = fixed_order_logit(intercept, (x - mean) / scale, num_coef)
-            for j, table in tables:
+            logit = np.full(matrix.shape[0], self.intercept)
+            if self.num_cols.size:
+                x = matrix[:, self.num_cols]
+                x = np.where(np.isnan(x), self.median, x)
+                logit = fixed_order_logit(self.intercept, (x - self.mean) / self.scale, self.num_coef)
+            for j, table in self.tables:
                 codes = matrix[:, j]
                 logit += table[np.where(np.isnan(codes), len(table) - 1, codes).astype(np.intp)]
-            return expit(logit)
+            return self._expit(logit)
 
-    probe = _probe(schema, np.random.default_rng(0), 64)
-    if not np.allclose(direct(probe), model.predict_proba(schema.frame(probe))[:, 1], rtol=0.0, atol=1e-12):
+    def one(self, values: Sequence[float]) -> float | None:
+        """The probability for one encoded row (category codes, NaN for empty), or None when the
+        sum is not finite (the matrix path then answers)."""
+        total = self.intercept
+        for col, median, mean, scale, coef in self._numbers:
+            x = values[col]
+            if x != x:  # NaN: an empty value takes the training median
+                x = median
+            total += ((x - mean) / scale) * coef
+        for j, table in self._levels:
+            code = values[j]
+            total += table[len(table) - 1 if code != code else int(code)]
+        return _expit_one(total)
+
+
+def _expit_one(total: float) -> float | None:
+    """scipy's expit, 1 / (1 + exp(-z)), for one Python float; None when z is not finite."""
+    if not math.isfinite(total):
         return None
-    return direct
+    try:
+        return 1.0 / (1.0 + math.exp(-total))
+    except OverflowError:  # exp(-total) beyond the largest float: scipy's expit gives 0.0
+        return 0.0
 
 
 class LinearForm:
@@ -116,12 +156,7 @@ class LinearForm:
                 total += x * coef
         except OverflowError:  # an integer too large for a float
             return None
-        if not math.isfinite(total):
-            return None
-        try:
-            return 1.0 / (1.0 + math.exp(-total))
-        except OverflowError:  # exp(-total) beyond the largest float: scipy's expit gives 0.0
-            return 0.0
+        return _expit_one(total)
 
 
 def linear_direct(model: Any, width: int) -> LinearForm | None:

@@ -95,9 +95,10 @@ class ModelService:
                         else linear_direct(self.model, len(self.features)))
         self._pick = (operator.itemgetter(*self.features) if len(self.features) > 1
                       else (lambda r, name=self.features[0]: (r[name],)))
-        # One record of plain numbers is scored in Python floats (direct_scoring.LinearForm.one):
-        # same bits as the matrix path, a fraction of its time for a single record.
-        self._one = getattr(self._direct, "one", None) if self._plain else None
+        # One record is scored in Python floats (direct_scoring's forms, .one): the same bits as the
+        # matrix path, a fraction of its time for a single record.
+        self._one = getattr(self._direct, "one", None)
+        self._encoders = [feature.encode for feature in self.schema.features]
         if self._one is not None:
             try:
                 self._classes = [int(c) for c in np.asarray(self.model.classes_).astype(np.int64).tolist()]
@@ -316,16 +317,22 @@ class ModelService:
         return inputs, predictions.tolist(), probabilities.tolist()
 
     def _score_one(self, record: Any) -> tuple[int, float] | None:
-        """(prediction, probability) of one record of plain numbers, or None for anything the
-        matrix path must see (it then gives the same answer, or names what is wrong)."""
+        """(prediction, probability) of one record, or None for anything the matrix path must see
+        (it then gives the same answer, or names what is wrong)."""
         if type(record) is not dict:
             return None
         try:
             row = self._pick(record)
         except KeyError:
             return None
-        if not _NUMBER_SET.issuperset(map(type, row)):
-            return None
+        if self._plain:
+            if not _NUMBER_SET.issuperset(map(type, row)):
+                return None
+        else:  # the schema's encoding: category codes, NaN for an empty value
+            try:
+                row = [encode(value) for encode, value in zip(self._encoders, row)]
+            except ValueError:
+                return None
         probability = self._one(row)
         if probability is None:
             return None

@@ -366,3 +366,39 @@ def test_one_record_that_overflows_inside_the_model_is_a_record_error(service, s
         record[service.features[i]] = sign * float(np.sign(classifier.coef_[0, i])) * 1.7e308
     with pytest.raises(RecordError, match=r"record 0: values too large for the model to score"):
         service.predict_records([record])
+
+
+@pytest.mark.parametrize("table", ["credit", "gappy"])
+def test_one_table_record_in_python_floats_gives_the_matrix_paths_bits(table, request):
+    """Table models (categories, gaps) score one record in Python floats too (TableForm.one):
+    the same prediction and probability bits as the matrix path, nulls and every category included."""
+    service = request.getfixturevalue(table)
+    rng = np.random.default_rng(5)
+    base = score.sample_records(40, score.training_data_path(service), service.features, service.schema)
+    records = []
+    for record in base * 5:
+        record = dict(record)
+        for feature in service.schema.features:
+            if feature.is_category and rng.random() < 0.3:
+                record[feature.name] = str(rng.choice(feature.categories))
+            elif not feature.is_category and rng.random() < 0.3 and record[feature.name] is not None:
+                record[feature.name] = record[feature.name] * float(rng.choice([0.5, 2.0, 100.0, -3.0]))
+            if feature.nullable and rng.random() < 0.2:
+                record[feature.name] = None
+        records.append(record)
+    for record in records:
+        assert service._score_one(record) is not None
+        _, predictions, probabilities = service.predict_records([record])
+        matrix_predictions, matrix_probabilities = service.predict(service.to_matrix([record]))
+        assert predictions == matrix_predictions.tolist()
+        assert np.float64(probabilities[0]).tobytes() == matrix_probabilities[0].tobytes()
+
+
+def test_one_bad_table_record_gets_the_same_error_as_in_a_batch(credit):
+    good = credit.metadata["input_example"]
+    for change in ({"purpose": "boat"}, {"housing": 2}, {"age_in_years": None}, {"age_in_years": True}):
+        with pytest.raises(RecordError) as one:
+            credit.predict_records([{**good, **change}])
+        with pytest.raises(RecordError) as batch:
+            credit.score_payload({"records": [good, {**good, **change}]})
+        assert str(one.value) == str(batch.value).replace("record 1,", "record 0,", 1)
