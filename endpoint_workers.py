@@ -19,6 +19,7 @@ a restart) are reset instead of going to another worker, unless the kernel migra
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
@@ -75,16 +76,23 @@ def run(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> 
     config = uvicorn.Config(app, host=host, port=port, workers=workers, **options)
     spread = workers > 1 and sys.platform.startswith("linux")  # elsewhere SO_REUSEPORT does not spread connections
     sock = _bind(WorkerSocket if spread else socket.socket, host, port)
+    where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     if workers <= 1:
+        # uvicorn.run logs this itself, but not for a socket it is handed
+        logging.getLogger("uvicorn.error").info("Uvicorn running on %s (Press CTRL+C to quit)", where)
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown; uvicorn.run hides it too
+            pass
         if not server.started:
             sys.exit(STARTUP_FAILURE)
         return
     from uvicorn.supervisors import Multiprocess
 
-    if spread:
-        print(f"serving on http://{host}:{port} with {workers} workers, each on its own socket", file=sys.stderr)
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s with %d workers%s (Press CTRL+C to quit)", where, workers,
+        ", each on a socket of its own" if spread else "")
     supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):

@@ -98,6 +98,8 @@ class ModelService:
         # One record is scored in Python floats (direct_scoring's forms, .one): the same bits as the
         # matrix path, a fraction of its time for a single record.
         self._one = getattr(self._direct, "one", None)
+        if not self._takes_frame and not self._plain:
+            self._one = None  # a linear form takes plain numbers only
         self._encoders = [feature.encode for feature in self.schema.features]
         if self._one is not None:
             try:
@@ -325,10 +327,10 @@ class ModelService:
             row = self._pick(record)
         except KeyError:
             return None
-        if self._plain:
+        if not self._takes_frame:  # the linear form: plain numbers as sent
             if not _NUMBER_SET.issuperset(map(type, row)):
                 return None
-        else:  # the schema's encoding: category codes, NaN for an empty value
+        else:  # a table form: the schema's encoding (category codes, NaN for an empty value)
             try:
                 row = [encode(value) for encode, value in zip(self._encoders, row)]
             except ValueError:

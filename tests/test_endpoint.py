@@ -317,6 +317,15 @@ def test_a_key_written_twice_is_refused_not_silently_overwritten(project):
     assert error_of(project) == "online/endpoint.yml: invalid YAML at line 5, column 3: key 'green' written twice"
 
 
+def test_yaml_anchors_and_merge_keys_still_load(project):
+    text = (project / "green.yml").read_text()
+    assert "instance_count: 1\n" in text
+    (project / "green.yml").write_text("tags: &defaults\n  instance_count: 2\n" +
+                                       text.replace("instance_count: 1\n", "<<: *defaults\n"))
+    spec = endpoint_spec.load_endpoint(project / "endpoint.yml")
+    assert spec.deployments["green"].instance_count == 2
+
+
 def test_endpoint_yaml_that_is_missing_empty_or_has_no_deployment(project):
     with pytest.raises(EndpointSpecError, match="^online/nowhere.yml: file not found$"):
         endpoint_spec.load_endpoint(project / "nowhere.yml")

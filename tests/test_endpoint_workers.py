@@ -131,3 +131,18 @@ def test_a_worker_that_cannot_bind_stops_with_the_startup_failure_code(capsys):
         holder.close()
     assert info.value.code == 3
     assert capsys.readouterr().err.strip() == f"error: a worker cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_one_worker_says_where_it_listens_and_ctrl_c_ends_it_cleanly(trained_registry, tmp_path):
+    import signal
+
+    server = ApiServer(trained_registry, tmp_path / "api.log", {})
+    try:
+        server.wait_ready()
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(timeout=15) == 0
+    finally:
+        server.stop()
+    log = (tmp_path / "api.log").read_text()
+    assert f"Uvicorn running on http://127.0.0.1:{server.port} (Press CTRL+C to quit)" in log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
