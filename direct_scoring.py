@@ -53,11 +53,17 @@ def _build(model: Any, schema: Any, missing_level: str) -> "TableForm | None":
         return None
     form = TableForm(float(classifier.intercept_[0]), *numbers, tables)
     probe = _probe(schema, np.random.default_rng(0), 64)
+    return _checked(form, probe, model.predict_proba(schema.frame(probe))[:, 1])
+
+
+def _checked(form: Any, probe: np.ndarray, expected: np.ndarray) -> Any:
+    """The form when it agrees with the pipeline's probabilities on the probe rows to 1e-12, else
+    None; its one-row path is dropped unless it gives the matrix form's exact bits there."""
     matrix = form(probe)
-    if not np.allclose(matrix, model.predict_proba(schema.frame(probe))[:, 1], rtol=0.0, atol=1e-12):
+    if not np.allclose(matrix, expected, rtol=0.0, atol=1e-12):
         return None
     if [form.one(row) for row in probe.tolist()] != matrix.tolist():  # never expected: then no one-row path
-        form.one = None  # type: ignore[method-assign]
+        form.one = None
     return form
 
 
@@ -126,10 +132,9 @@ class LinearForm:
         self.mean, self.scale, self.intercept = mean, scale, float(intercept)
         self.coef = [float(c) for c in coef]
         width = len(self.coef)
-        zeros, ones = [0.0] * width, [1.0] * width
-        self._terms = list(zip(zeros if mean is None else [float(m) for m in mean],
-                               ones if scale is None else [float(s) for s in scale], self.coef))
-        self._centre, self._divide = mean is not None, scale is not None
+        # Without a mean or a scale, x - 0.0 and x / 1.0 are x exactly (IEEE), so one() needs no flags.
+        self._terms = list(zip([0.0] * width if mean is None else [float(m) for m in mean],
+                               [1.0] * width if scale is None else [float(s) for s in scale], self.coef))
         from scipy.special import expit
 
         self._expit = expit
@@ -145,15 +150,10 @@ class LinearForm:
     def one(self, values: Sequence[int | float]) -> float | None:
         """The probability for one row of numbers (ints or floats), or None when the sum is not
         finite (an infinite, NaN or overflowing input: the matrix path then answers or says why)."""
-        total, centre, divide = self.intercept, self._centre, self._divide
+        total = self.intercept
         try:
             for value, (mean, scale, coef) in zip(values, self._terms):
-                x = float(value)
-                if centre:
-                    x = x - mean
-                if divide:
-                    x = x / scale
-                total += x * coef
+                total += ((float(value) - mean) / scale) * coef
         except OverflowError:  # an integer too large for a float
             return None
         return _expit_one(total)
@@ -183,12 +183,7 @@ def linear_direct(model: Any, width: int) -> LinearForm | None:
         center = form.mean if form.mean is not None else np.zeros(width)
         spread = form.scale if form.scale is not None else np.ones(width)
         probe = center + spread * np.random.default_rng(0).normal(0.0, 3.0, size=(64, width))
-        matrix = form(probe)
-        if not np.allclose(matrix, model.predict_proba(probe)[:, 1], rtol=0.0, atol=1e-12):
-            return None
-        if [form.one(row) for row in probe.tolist()] != matrix.tolist():  # never expected: then no one-row path
-            form.one = None  # type: ignore[method-assign]
-        return form
+        return _checked(form, probe, model.predict_proba(probe)[:, 1])
     except Exception:  # any surprise: fall back to the pipeline itself
         log.debug("direct scoring unavailable; using the pipeline's predict_proba", exc_info=True)
         return None

@@ -29,19 +29,10 @@ from uvicorn.config import STARTUP_FAILURE
 
 
 def _listener(family: int, address: tuple) -> socket.socket:
-    """A socket bound to `address` with SO_REUSEPORT (what each worker unpickles). A worker that
-    cannot bind (another program took the port meanwhile) exits with uvicorn's startup-failure
-    code, which stops the parent instead of restarting the worker again and again."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        print(f"error: a worker cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", file=sys.stderr)
-        sys.exit(STARTUP_FAILURE)
-    return sock
+    """What each worker unpickles: a socket of its own on `address`, with SO_REUSEPORT. A worker that
+    cannot bind (another program took the port meanwhile) exits with uvicorn's startup-failure code,
+    which stops the parent instead of restarting the worker again and again."""
+    return _bind(socket.socket, family, address, reuse_port=True, who="a worker ")
 
 
 class WorkerSocket(socket.socket):
@@ -51,17 +42,20 @@ class WorkerSocket(socket.socket):
         return _listener, (self.family, self.getsockname())
 
 
-def _bind(kind: type[socket.socket], host: str, port: int) -> socket.socket:
-    """A socket of `kind` bound to host:port with SO_REUSEADDR only, or one line and uvicorn's
-    startup-failure code when the address is taken (before any model is loaded)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def _bind(kind: type[socket.socket], family: int, address: tuple, reuse_port: bool = False,
+          who: str = "") -> socket.socket:
+    """A socket of `kind` bound to `address` with SO_REUSEADDR (and SO_REUSEPORT for a worker's),
+    or one line and uvicorn's startup-failure code when the address is taken (before any model is
+    loaded). The parent's socket has no SO_REUSEPORT: see the module's note."""
     sock = kind(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT: see the module's note
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError as exc:
         sock.close()
-        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {who}cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     sock.set_inheritable(True)
     return sock
@@ -75,7 +69,8 @@ def run(app: str, *, host: str, port: int, workers: int = 1, **options: Any) -> 
         sys.path.insert(0, app_dir)
     config = uvicorn.Config(app, host=host, port=port, workers=workers, **options)
     spread = workers > 1 and sys.platform.startswith("linux")  # elsewhere SO_REUSEPORT does not spread connections
-    sock = _bind(WorkerSocket if spread else socket.socket, host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = _bind(WorkerSocket if spread else socket.socket, family, (host, port))
     where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     if workers <= 1:
         # uvicorn.run logs this itself, but not for a socket it is handed

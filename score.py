@@ -155,9 +155,9 @@ class ModelService:
         if not self._plain:
             return self._schema_matrix(records)
         features = self.features
-        # itemgetter and the set test run in C: the per-value Python loop below only runs to
-        # name the culprit once a record is known to be bad.
-        pick = operator.itemgetter(*features) if len(features) > 1 else (lambda r: (r[features[0]],))
+        # itemgetter (self._pick) and the set test run in C: the per-value Python loop below only
+        # runs to name the culprit once a record is known to be bad.
+        pick = self._pick
         numbers = _NUMBER_SET
         rows = []
         for index, record in enumerate(records):
@@ -183,8 +183,7 @@ class ModelService:
 
     def _schema_matrix(self, records: Sequence[Any]) -> np.ndarray:
         """The general path: every value checked against its feature in the schema, a column at a time."""
-        features = self.features
-        pick = operator.itemgetter(*features) if len(features) > 1 else (lambda r: (r[features[0]],))
+        features, pick = self.features, self._pick
         rows, problem = [], None
         for index, record in enumerate(records):
             if not isinstance(record, dict):
@@ -294,11 +293,11 @@ class ModelService:
             return np.full((1, len(self.model.classes_)), np.nan)
 
     def score_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
-        """[{input, prediction, probability}] for each record, in order."""
-        predictions, probabilities = self.predict(self.to_matrix(records))
+        """[{input, prediction, probability}] for each record (or value list in feature order), in order."""
+        inputs, predictions, probabilities = self.predict_records(records)
         return [
-            {"input": record, "prediction": int(p), "probability": float(q)}
-            for record, p, q in zip(records, predictions.tolist(), probabilities.tolist())
+            {"input": record, "prediction": p, "probability": q}
+            for record, p, q in zip(inputs, predictions, probabilities)
         ]
 
     def records_matrix(self, records: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -342,12 +341,7 @@ class ModelService:
 
     def score_payload(self, payload: Any) -> dict[str, Any]:
         """Score a parsed request body: {"records": [...]} or Azure's {"data": [...]}."""
-        inputs, predictions, probabilities = self.predict_records(extract_records(payload))
-        results = [
-            {"input": record, "prediction": p, "probability": q}
-            for record, p, q in zip(inputs, predictions, probabilities)
-        ]
-        return {"results": results, "model_version": self.version}
+        return {"results": self.score_records(extract_records(payload)), "model_version": self.version}
 
 
 def extract_records(payload: Any) -> list[Any]:

@@ -164,7 +164,7 @@ def test_values_too_large_for_the_model_are_a_record_error(service, sample_recor
 
     scorer = ModelService(service.model, service.version, service.features, service.metadata, service.metrics)
     if not direct:
-        scorer._direct = None
+        scorer._direct = scorer._one = None  # the pipeline itself, for a batch and for one record
     # Two features whose scaled values overflow to +inf and -inf in the logit: inf - inf.
     scaler, classifier = service.model.steps[0][1], service.model.steps[1][1]
     small = [i for i in range(len(service.features)) if scaler.scale_[i] < 1][:2]
